@@ -1,0 +1,98 @@
+"""Speed of the 8-member ANI-Al ensemble: potforge vs TorchANI 2.9, measured in the same run.
+
+Energy + forces (ensemble mean, as MD needs), float32, on rattled FCC aluminium of 1,000 and
+4,000 atoms and on one batch of 64 cells x 108 atoms. TorchANI uses its cell-list neighbour
+list (one system per call: it does not batch). Times are the best of several repeats after
+a warm-up (compilation, caches).
+
+    python benchmarks/model_speed.py [--threads 2] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+
+import torch
+from ase.build import bulk
+
+from potforge.model import atoms_to_batch, load_model
+from potforge.model.io import PUBLISHED_MODELS
+from potforge.units import HARTREE_EV
+
+
+def fcc(reps, seed):
+    atoms = bulk("Al", "fcc", a=4.04, cubic=True).repeat(reps)
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def best_of(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times) * 1e3
+
+
+def torchani_model():
+    from torchani.arch import ANI
+    from torchani.neurochem import load_aev_computer_and_symbols, load_ensemble, load_sae
+
+    root = PUBLISHED_MODELS["ani-al"].parent / "model-Al-75"
+    aev, symbols = load_aev_computer_and_symbols(root / "rAl-7.0R_32-5.0A_a8-8.params", neighborlist="cell_list")
+    return ANI(symbols, aev, load_ensemble(symbols, root / "train", 8), load_sae(root / "sae_linfit.dat"))
+
+
+def torchani_energy_forces(model, frames):
+    """TorchANI's cell list takes one system per call, so a batch is a loop over its cells."""
+    if len(frames) > 1:
+        parts = [torchani_energy_forces(model, [a]) for a in frames]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    species = torch.tensor([a.numbers for a in frames])
+    pos = torch.tensor([a.positions for a in frames], dtype=torch.float32).requires_grad_(True)
+    cell = torch.tensor(frames[0].cell.array, dtype=torch.float32)
+    energies = model((species, pos), cell=cell, pbc=torch.tensor([True, True, True])).energies
+    forces = -torch.autograd.grad(energies.sum(), pos)[0]
+    return energies.detach() * HARTREE_EV, forces
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ours = load_model("ani-al", dtype=torch.float32)
+    theirs = torchani_model()
+
+    cases = {
+        "1,000 atoms": [fcc((5, 5, 10), 1)],
+        "4,000 atoms": [fcc((10, 10, 10), 2)],
+        "64 cells x 108 atoms": [fcc((3, 3, 3), 100 + k) for k in range(64)],
+    }
+    print(f"ANI-Al, 8 members, float32, {args.threads} threads, {platform.processor() or platform.machine()}")
+    print(f"{'system':<22}{'potforge ms':>13}{'torchani ms':>13}{'speed-up':>10}{'ms/1000 atoms':>15}")
+    results = {}
+    for name, frames in cases.items():
+        batch = atoms_to_batch(frames, ours)
+        t_ours = best_of(lambda batch=batch: ours.evaluate(batch, forces=True), args.repeats)
+        # sanity: both compute the same thing
+        e_ours = ours.evaluate(batch).energy
+        e_theirs, _ = torchani_energy_forces(theirs, frames)
+        assert torch.allclose(e_ours, e_theirs.double(), atol=1e-3 * len(frames[0])), "energies disagree"
+        t_theirs = best_of(lambda frames=frames: torchani_energy_forces(theirs, frames), max(1, args.repeats // 2))
+        n_atoms = sum(len(a) for a in frames)
+        results[name] = t_ours
+        print(f"{name:<22}{t_ours:>13.1f}{t_theirs:>13.1f}{t_theirs / t_ours:>9.1f}x{t_ours / n_atoms * 1000:>15.1f}")
+    print(f"4,000-atom time / 1,000-atom time (potforge): {results['4,000 atoms'] / results['1,000 atoms']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""potforge's command line. Commands live in the modules of this package; this module builds the
+typer app and turns user errors (:class:`potforge.errors.PotforgeError`) into one-line messages."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from potforge.errors import PotforgeError
+
+app = typer.Typer(
+    name="potforge",
+    help="Automated discovery of machine-learned interatomic potentials (ANI ensembles + active learning).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+from potforge.cli import model_cmds  # noqa: E402,F401  (registers commands)
+
+
+def main() -> None:
+    """Entry point of the ``potforge`` script."""
+    try:
+        app()
+    except PotforgeError as exc:
+        typer.secho(f"potforge: error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("potforge: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,26 @@
+"""The ANI model: AEVs, per-element networks, ensembles, model files and the ASE calculator."""
+
+from potforge.model.aev import AEVParams
+from potforge.model.calculator import PotforgeCalculator, atoms_to_batch, predict_frames
+from potforge.model.ensemble import ANIEnsemble, Prediction
+from potforge.model.io import load_model, load_neurochem, save_model
+from potforge.model.neighbors import AtomsBatch, NeighborGraph, build_graph
+
+#: The ASE calculator, under the name the docs use.
+Calculator = PotforgeCalculator
+
+__all__ = [
+    "AEVParams",
+    "ANIEnsemble",
+    "AtomsBatch",
+    "Calculator",
+    "NeighborGraph",
+    "PotforgeCalculator",
+    "Prediction",
+    "atoms_to_batch",
+    "build_graph",
+    "load_model",
+    "load_neurochem",
+    "predict_frames",
+    "save_model",
+]
