@@ -51,7 +51,7 @@ def save_model(model: ANIEnsemble, path: str | Path) -> Path:
 
 
 #: Models shipped with potforge, loadable by name.
-PUBLISHED_MODELS = {"ani-al": Path(__file__).resolve().parent.parent / "data" / "ani-al" / "model-Al-75.info"}
+PUBLISHED_MODELS = {"ani-al": Path(__file__).resolve().parent.parent / "published" / "ani-al" / "model-Al-75.info"}
 
 
 def resolve_model_path(spec: str | Path) -> Path:

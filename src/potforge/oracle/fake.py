@@ -1,0 +1,81 @@
+"""Deliberately faulty and counting calculators, for testing how potforge survives oracles.
+
+Use them through the import-path oracle, e.g. ``get_oracle("python:potforge.oracle.fake:FaultyEMT",
+{"mode": "hang"})``. ``counter_file`` makes every *completed* calculation append one line (the
+structure's hash) to a file, so a test can prove each oracle call happened exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import numpy as np
+from ase.calculators.calculator import CalculationFailed, SCFError, all_changes
+from ase.calculators.emt import EMT
+
+
+def structure_hash(atoms) -> str:
+    """Hash of numbers, positions, cell and pbc, exact to the bit."""
+    h = hashlib.sha256()
+    for arr in (atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+class FaultyEMT(EMT):
+    """EMT that misbehaves on request.
+
+    mode: ``ok`` | ``hang`` (sleeps forever) | ``crash`` (raises) | ``scf`` (raises SCFError) |
+    ``nan`` (non-finite energy) | ``shape`` (forces of the wrong shape) | ``exit`` (kills its
+    own process) | ``flaky`` (fails the first ``fail_times`` calls per structure, using
+    ``state_dir`` to remember). ``delay_s`` sleeps before answering.
+    """
+
+    def __init__(
+        self,
+        mode: str = "ok",
+        delay_s: float = 0.0,
+        counter_file: str | None = None,
+        fail_times: int = 1,
+        state_dir: str | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.delay_s = delay_s
+        self.counter_file = counter_file
+        self.fail_times = fail_times
+        self.state_dir = state_dir
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.mode == "hang":
+            while True:
+                time.sleep(3600)
+        if self.mode == "crash":
+            raise CalculationFailed("deliberate crash")
+        if self.mode == "scf":
+            raise SCFError("SCF did not converge in 300 iterations (deliberate)")
+        if self.mode == "exit":
+            os._exit(13)
+        if self.mode == "flaky" and self.state_dir:
+            marker = os.path.join(self.state_dir, structure_hash(atoms))
+            tries = int(open(marker).read()) if os.path.exists(marker) else 0
+            with open(marker, "w") as f:
+                f.write(str(tries + 1))
+            if tries < self.fail_times:
+                raise CalculationFailed(f"deliberate flaky failure {tries + 1}")
+        super().calculate(atoms, properties, system_changes)
+        if self.mode == "nan":
+            self.results["energy"] = float("nan")
+            self.results["free_energy"] = float("nan")
+        if self.mode == "shape":
+            self.results["forces"] = self.results["forces"][:-1]
+        if self.counter_file:
+            with open(self.counter_file, "a") as f:
+                f.write(structure_hash(atoms) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
