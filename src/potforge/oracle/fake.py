@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from ase.calculators.calculator import CalculationFailed, SCFError, all_changes
@@ -63,7 +64,7 @@ class FaultyEMT(EMT):
             os._exit(13)
         if self.mode == "flaky" and self.state_dir:
             marker = os.path.join(self.state_dir, structure_hash(atoms))
-            tries = int(open(marker).read()) if os.path.exists(marker) else 0
+            tries = int(Path(marker).read_text()) if os.path.exists(marker) else 0
             with open(marker, "w") as f:
                 f.write(str(tries + 1))
             if tries < self.fail_times:
