@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format bench clean
+.PHONY: demo test test-slow lint format bench gpaw clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: $(STAMP)  ## lint, then the test suite (fast tests; < 10 min on 2 cores)
 
 test-slow: $(STAMP)  ## the slow physics checks only
 	TORCHANI_NO_WARN_EXTENSIONS=1 $(BIN)/pytest -q -m slow
+
+gpaw: $(STAMP)  ## add GPAW (real DFT oracle); needs: apt-get install build-essential libxc-dev libopenblas-dev libfftw3-dev
+	GPAW_CONFIG=$(CURDIR)/tools/gpaw-siteconfig.py $(BIN)/pip install --quiet -e '.[gpaw]'
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -7,22 +7,14 @@ structure's hash) to a file, so a test can prove each oracle call happened exact
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
 
-import numpy as np
 from ase.calculators.calculator import CalculationFailed, SCFError, all_changes
 from ase.calculators.emt import EMT
 
-
-def structure_hash(atoms) -> str:
-    """Hash of numbers, positions, cell and pbc, exact to the bit."""
-    h = hashlib.sha256()
-    for arr in (atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:16]
+from potforge.hashing import structure_hash
 
 
 class FaultyEMT(EMT):

@@ -1,0 +1,173 @@
+"""Task execution on Parsl: a local pool of worker processes by default, a cluster by config.
+
+potforge never schedules work itself; it hands Parsl python functions (labelling chunks,
+training, sampling) and waits on futures. Parsl's state is never the source of truth: every
+result is written to the campaign directory/database by the task or on its return, so a
+lost executor costs only work in flight, which is resubmitted (see :mod:`potforge.labeling`).
+
+Executors are named by the work they take: ``cpu`` (reference calculations) and ``gpu``
+(training, sampling). With one executor, both kinds of work go to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from potforge.errors import ConfigError
+
+
+class ProviderConfig(BaseModel):
+    """Where workers run. ``local``: this machine; ``slurm``: blocks of Slurm jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "slurm"] = "local"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    walltime: str = "01:00:00"
+    nodes_per_block: int = Field(1, ge=1)
+    init_blocks: int = Field(1, ge=0)
+    min_blocks: int = Field(0, ge=0)
+    max_blocks: int = Field(1, ge=1)
+    scheduler_options: str = Field("", description="extra #SBATCH lines, e.g. '#SBATCH --gres=gpu:4'")
+    worker_init: str = Field("", description="shell lines run before workers start (module load, venv)")
+    launcher: Literal["single", "srun"] = "single"
+
+
+class ExecutorConfig(BaseModel):
+    """One Parsl HighThroughputExecutor."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_workers_per_node: int | None = Field(None, ge=1, description="default: one per core")
+    cores_per_worker: float = Field(1.0, gt=0)
+    available_accelerators: int | list[str] | None = Field(
+        None, description="GPUs per node (one worker pinned to each), e.g. 4"
+    )
+    provider: ProviderConfig = Field(default_factory=ProviderConfig)
+
+
+class EngineConfig(BaseModel):
+    """How tasks run. ``local`` (default): Parsl worker processes on this machine, one per core;
+    ``threads``: Parsl threads in this process (tests, debugging; oracle calls still run in
+    their own processes); ``parsl``: the executors listed here (e.g. Slurm)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "threads", "parsl"] = "local"
+    max_workers: int | None = Field(None, ge=1, description="local/threads: default one per core")
+    executors: dict[str, ExecutorConfig] = Field(default_factory=dict)
+    run_dir: str | None = Field(None, description="Parsl's log directory (default: <campaign>/parsl)")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _parsl_config(cfg: EngineConfig, run_dir: Path):
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
+    from parsl.providers import LocalProvider, SlurmProvider
+
+    workers = cfg.max_workers or _cores()
+    if cfg.kind == "threads":
+        executors = [ThreadPoolExecutor(label="cpu", max_threads=workers)]
+    elif cfg.kind == "local":
+        executors = [
+            HighThroughputExecutor(
+                label="cpu",
+                max_workers_per_node=workers,
+                cores_per_worker=1,
+                provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
+            )
+        ]
+    else:
+        if not cfg.executors:
+            raise ConfigError("engine.kind = parsl needs at least one entry under engine.executors")
+        executors = []
+        for label, ex in cfg.executors.items():
+            p = ex.provider
+            if p.kind == "slurm":
+                from parsl.launchers import SingleNodeLauncher, SrunLauncher
+
+                provider = SlurmProvider(
+                    partition=p.partition,
+                    account=p.account,
+                    qos=p.qos,
+                    walltime=p.walltime,
+                    nodes_per_block=p.nodes_per_block,
+                    init_blocks=p.init_blocks,
+                    min_blocks=p.min_blocks,
+                    max_blocks=p.max_blocks,
+                    scheduler_options=p.scheduler_options,
+                    worker_init=p.worker_init,
+                    launcher=SrunLauncher() if p.launcher == "srun" else SingleNodeLauncher(),
+                )
+            else:
+                provider = LocalProvider(init_blocks=p.init_blocks, min_blocks=p.min_blocks, max_blocks=p.max_blocks)
+            kwargs: dict[str, Any] = {"label": label, "cores_per_worker": ex.cores_per_worker, "provider": provider}
+            if ex.max_workers_per_node:
+                kwargs["max_workers_per_node"] = ex.max_workers_per_node
+            if ex.available_accelerators is not None:
+                kwargs["available_accelerators"] = ex.available_accelerators
+            executors.append(HighThroughputExecutor(**kwargs))
+    return Config(executors=executors, run_dir=str(run_dir), strategy="simple", initialize_logging=False)
+
+
+class Engine:
+    """A loaded Parsl configuration. Use as a context manager; ``submit`` returns futures."""
+
+    def __init__(self, config: EngineConfig | None = None, run_dir: str | Path = "parsl-runinfo") -> None:
+        self.config = config or EngineConfig()
+        self.run_dir = Path(self.config.run_dir or run_dir)
+        self._dfk = None
+        self._apps: dict[str, Any] = {}
+
+    def __enter__(self) -> Engine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def start(self) -> None:
+        import parsl
+
+        if self._dfk is not None:
+            return
+        # Parsl starts its interchange and workers as commands found on PATH; a virtual
+        # environment used without activation must still provide them
+        bindir = str(Path(sys.executable).parent)
+        if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._dfk = parsl.load(_parsl_config(self.config, self.run_dir))
+        self.labels = [ex.label for ex in self._dfk.config.executors]
+
+    def shutdown(self) -> None:
+        if self._dfk is not None:
+            self._dfk.cleanup()
+            self._dfk = None
+
+    def executor_for(self, kind: str) -> str:
+        """``cpu`` or ``gpu`` work -> an executor label (falls back to the only/first one)."""
+        return kind if kind in self.labels else self.labels[0]
+
+    def submit(self, kind: str, fn, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` as a Parsl python app on the executor for ``kind``."""
+        from parsl.app.app import python_app
+
+        if self._dfk is None:
+            self.start()
+        label = self.executor_for(kind)
+        key = f"{fn.__module__}.{fn.__qualname__}@{label}"
+        if key not in self._apps:
+            self._apps[key] = python_app(fn, executors=[label], cache=False)
+        return self._apps[key](*args, **kwargs)

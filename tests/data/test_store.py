@@ -1,0 +1,145 @@
+"""The dataset store: exact round trips, no duplicates, deterministic splits, imports, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import read, write
+
+from potforge.data import DatasetStore, Provenance, split_of
+from potforge.data.io import export_extxyz, import_ani_h5, import_extxyz
+from potforge.errors import DataError
+from potforge.units import HARTREE_EV
+
+
+def labelled_frame(seed: int, n: int = 7) -> Atoms:
+    rng = np.random.default_rng(seed)
+    cell = np.diag(rng.uniform(6, 9, 3)) + rng.normal(0, 0.4, (3, 3))
+    atoms = Atoms("Al" * n, scaled_positions=rng.random((n, 3)), cell=cell, pbc=True)
+    atoms.calc = SinglePointCalculator(
+        atoms, energy=float(rng.normal()), forces=rng.normal(size=(n, 3)), stress=rng.normal(size=6)
+    )
+    return atoms
+
+
+def test_round_trip_is_exact_to_the_bit(tmp_path):
+    store = DatasetStore(tmp_path / "d.db")
+    frame = labelled_frame(1)
+    store.add_labelled(frame, Provenance(source="test", generation=2, sim_time_fs=12.5), "ref", "h1")
+    (back,) = list(store.frames())
+    assert np.array_equal(back.positions, frame.positions)
+    assert np.array_equal(back.cell.array, frame.cell.array)
+    assert np.array_equal(back.get_forces(), frame.get_forces())
+    assert np.array_equal(back.get_stress(), frame.get_stress())
+    assert back.get_potential_energy() == frame.get_potential_energy()
+    assert back.info["generation"] == 2 and back.info["sim_time_fs"] == 12.5 and back.info["source"] == "test"
+
+
+def test_identical_frames_are_stored_once(tmp_path):
+    store = DatasetStore(tmp_path / "d.db")
+    frame = labelled_frame(2)
+    prov = Provenance(source="random")
+    assert store.add_pending(frame, prov, "emt", "h") is not None
+    assert store.add_pending(frame.copy(), prov, "emt", "h") is None
+    # the same structure for another oracle is another task
+    assert store.add_pending(frame, prov, "gpaw", "h2") is not None
+    moved = frame.copy()
+    moved.positions[0, 0] += 1e-12
+    assert store.add_pending(moved, prov, "emt", "h") is not None
+    assert store.count() == 3
+
+
+def test_splits_are_deterministic_and_near_their_fractions():
+    hashes = [f"{k:08x}" for k in range(4000)]
+    splits = [split_of(h) for h in hashes]
+    assert splits == [split_of(h) for h in hashes]
+    frac = {s: splits.count(s) / len(splits) for s in ("train", "val", "test")}
+    assert frac["train"] == pytest.approx(0.8, abs=0.03) and frac["val"] == pytest.approx(0.1, abs=0.02)
+
+
+def test_failures_retry_then_quarantine(tmp_path):
+    store = DatasetStore(tmp_path / "d.db")
+    tid = store.add_pending(labelled_frame(3), Provenance(source="random"), "emt", "h")
+    failure = {"task_id": tid, "status": "failed", "kind": "scf", "message": "no convergence"}
+    assert store.record_result(failure, max_attempts=2) == "failed"
+    assert [t for t, _ in store.pending_tasks()] == [tid]
+    assert store.record_result(failure, max_attempts=2) == "quarantined"
+    assert store.pending_tasks() == []
+    info = store.info()
+    assert info["failures"] == {"quarantined:scf": 1} and info["status"]["quarantined"] == 1
+
+
+def test_setup_failures_are_quarantined_at_once(tmp_path):
+    store = DatasetStore(tmp_path / "d.db")
+    tid = store.add_pending(labelled_frame(4), Provenance(source="random"), "emt", "h")
+    result = {"task_id": tid, "status": "failed", "kind": "setup", "message": "no pseudopotential"}
+    assert store.record_result(result, max_attempts=5) == "quarantined"
+
+
+def test_extxyz_import_export(tmp_path):
+    frames = [labelled_frame(k) for k in range(5)]
+    write(tmp_path / "in.extxyz", frames)
+    store = DatasetStore(tmp_path / "d.db")
+    assert import_extxyz(store, tmp_path / "in.extxyz") == 5
+    assert import_extxyz(store, tmp_path / "in.extxyz") == 0  # no duplicates
+    assert export_extxyz(store, tmp_path / "out.extxyz") == 5
+    back = read(tmp_path / "out.extxyz", ":")
+    energies = sorted(a.get_potential_energy() for a in back)
+    assert energies == pytest.approx(sorted(a.get_potential_energy() for a in frames), abs=1e-8)
+    with pytest.raises(DataError, match="no energy"):
+        write(tmp_path / "bare.extxyz", Atoms("Al2", positions=[[0, 0, 0], [2, 0, 0]]))
+        import_extxyz(store, tmp_path / "bare.extxyz")
+
+
+def test_ani_hdf5_import_converts_hartree(tmp_path):
+    path = tmp_path / "ani.h5"
+    rng = np.random.default_rng(5)
+    with h5py.File(path, "w") as f:
+        g = f.create_group("Al/conformers")
+        g["coordinates"] = rng.uniform(0, 8, (3, 4, 3))
+        g["species"] = np.array([b"Al"] * 4)
+        g["cell"] = np.tile(np.eye(3) * 8.0, (3, 1, 1))
+        g["energy"] = np.array([-10.0, -10.1, -10.2])
+        g["force"] = rng.normal(size=(3, 4, 3)) * 0.01
+    store = DatasetStore(tmp_path / "d.db")
+    assert import_ani_h5(store, path) == 3
+    energies = sorted(a.get_potential_energy() for a in store.frames())
+    assert energies == pytest.approx(sorted(np.array([-10.0, -10.1, -10.2]) * HARTREE_EV))
+
+
+def test_unreadable_inputs_raise_data_errors(tmp_path):
+    (tmp_path / "x.db").write_text("this is not sqlite")
+    with pytest.raises(DataError, match="cannot open dataset"):
+        DatasetStore(tmp_path / "x.db")
+    with pytest.raises(DataError):
+        import_ani_h5(DatasetStore(tmp_path / "ok.db"), tmp_path / "missing.h5")
+
+
+POSTGRES_URL = os.environ.get("POTFORGE_TEST_POSTGRES_URL")
+
+
+@pytest.mark.skipif(not POSTGRES_URL and not os.environ.get("CI"), reason="no PostgreSQL server (CI starts one)")
+def test_postgresql_round_trip():
+    assert POSTGRES_URL, "CI must provide POTFORGE_TEST_POSTGRES_URL (see .ci/run)"
+    store = DatasetStore(POSTGRES_URL)
+    store.db.delete([row.id for row in store.db.select()])
+    frame = labelled_frame(9)
+    tid = store.add_pending(frame, Provenance(source="random"), "emt", "hpg")
+    result = {
+        "task_id": tid,
+        "status": "ok",
+        "energy": frame.get_potential_energy(),
+        "forces": frame.get_forces().tolist(),
+        "stress": frame.get_stress().tolist(),
+    }
+    assert store.record_result(result) == "ok"
+    assert store.add_pending(frame, Provenance(source="random"), "emt", "hpg") is None
+    (back,) = list(store.frames())
+    assert np.array_equal(back.positions, frame.positions)
+    assert np.array_equal(back.get_forces(), frame.get_forces())
+    assert store.info()["status"]["ok"] == 1
