@@ -64,13 +64,14 @@ class ElementNetworks(nn.Module):
         return getattr(self, f"w_{element}_{k}"), getattr(self, f"b_{element}_{k}")
 
     def reset_parameters(self, generator: torch.Generator) -> None:
-        """Independent random initialisation of every member (Kaiming-uniform weights, zero
-        biases, as NeuroChem/TorchANI), drawn from ``generator`` for reproducibility."""
+        """Independent random initialisation of every member, drawn from ``generator``:
+        uniform weights with variance 1/fan_in (TorchANI's Kaiming init with a = 1, i.e. for a
+        linear-like activation) and zero biases."""
         with torch.no_grad():
             for el in self.elements:
                 for k in range(self.n_layers):
                     w, b = self.layer(el, k)
-                    bound = math.sqrt(6.0 / w.shape[1])
+                    bound = math.sqrt(3.0 / w.shape[1])
                     w.copy_(torch.rand(w.shape, generator=generator, dtype=w.dtype) * 2 * bound - bound)
                     b.zero_()
 

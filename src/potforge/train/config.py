@@ -1,0 +1,40 @@
+"""Training settings (validated on load). Defaults follow the authors' NeuroChem inputs
+(``inputtrain.ipt`` of ANI-Al: Adam, lr 1e-3 halved after 100 epochs without validation
+improvement, stop below 1e-5, batch 128, force multiplier 0.01) and the ANI-Al architecture."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """How an ensemble is trained. Energies eV, lengths Å, times s."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_members: int = Field(8, ge=1, description="ensemble size")
+    hidden_layers: list[int] = Field([96, 96, 64], description="hidden layer widths of each atomic network")
+    aev: Literal["ani-al"] = Field("ani-al", description="AEV definition (the published ANI-Al one)")
+    l0_A2: float = Field(0.01, ge=0, description="ℓ0 of Eq. 1: weight of the force term, Å² (0: energies only)")
+    batch_size: int = Field(32, ge=1, description="frames per optimisation step")
+    lr: float = Field(1e-3, gt=0, description="initial Adam learning rate")
+    lr_patience_epochs: int = Field(
+        100, ge=1, description="halve a member's rate after this many epochs without improvement"
+    )
+    lr_factor: float = Field(0.5, gt=0, lt=1)
+    lr_min: float = Field(1e-5, gt=0, description="a member stops when its rate falls below this")
+    max_epochs: int = Field(1000, ge=1)
+    max_walltime_s: float | None = Field(None, gt=0, description="stop after this much training time")
+    dtype: Literal["float32", "float64"] = "float32"
+    seed: int = 0
+    independent_shuffles: bool = Field(
+        False,
+        description=(
+            "each member draws its own batches (a step then evaluates the union of the members' batches: "
+            "~3x slower); default: shared batches, members differ by their random initialisation"
+        ),
+    )
+    val_fraction_if_missing: float = Field(0.1, gt=0, lt=1, description="carve a validation set out of train if none")
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: PyTorch's)")

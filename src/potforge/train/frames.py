@@ -1,0 +1,134 @@
+"""Labelled frames as flat tensors: the fast path from the dataset store to training.
+
+A :class:`FrameSet` holds F frames of any sizes flattened like an :class:`AtomsBatch`, with
+their reference energies (eV) and forces (eV/Å); ``batch(idx)`` cuts out any subset of frames
+as a ready-to-evaluate batch without going back to the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from potforge.data.store import DatasetStore
+from potforge.errors import DataError, UnknownElementError
+from potforge.model.neighbors import AtomsBatch
+
+
+@dataclass
+class FrameSet:
+    """F frames, N atoms in all. positions (N, 3) Å float64; species (N,) element index;
+    cells (F, 3, 3) Å; pbc (F, 3); energies (F,) eV; forces (N, 3) eV/Å; starts (F + 1,)."""
+
+    elements: tuple[str, ...]
+    positions: torch.Tensor
+    species: torch.Tensor
+    cells: torch.Tensor
+    pbc: torch.Tensor
+    energies: torch.Tensor
+    forces: torch.Tensor
+    starts: torch.Tensor
+    frame_ids: list[str]
+
+    def __len__(self) -> int:
+        return int(self.cells.shape[0])
+
+    @property
+    def n_atoms(self) -> torch.Tensor:
+        return self.starts[1:] - self.starts[:-1]
+
+    @classmethod
+    def from_atoms(
+        cls, frames: Sequence[Atoms], elements: tuple[str, ...], ids: Sequence[str] | None = None
+    ) -> FrameSet:
+        if not frames:
+            return cls.empty(elements)
+        lookup = {el: k for k, el in enumerate(elements)}
+        symbols = sorted({s for a in frames for s in a.get_chemical_symbols()})
+        unknown = [s for s in symbols if s not in lookup]
+        if unknown:
+            raise UnknownElementError(f"frames contain {', '.join(unknown)}; the model knows {', '.join(elements)}")
+        n = np.array([len(a) for a in frames])
+        return cls(
+            elements=tuple(elements),
+            positions=torch.tensor(np.concatenate([a.positions for a in frames]), dtype=torch.float64),
+            species=torch.tensor([lookup[s] for a in frames for s in a.get_chemical_symbols()], dtype=torch.long),
+            cells=torch.tensor(np.stack([a.cell.array for a in frames]), dtype=torch.float64),
+            pbc=torch.tensor(np.stack([a.pbc for a in frames])),
+            energies=torch.tensor([a.get_potential_energy() for a in frames], dtype=torch.float64),
+            forces=torch.tensor(np.concatenate([a.get_forces() for a in frames]), dtype=torch.float64),
+            starts=torch.tensor(np.concatenate([[0], np.cumsum(n)]), dtype=torch.long),
+            frame_ids=list(ids) if ids is not None else [str(k) for k in range(len(frames))],
+        )
+
+    @classmethod
+    def empty(cls, elements: tuple[str, ...]) -> FrameSet:
+        z = torch.zeros(0)
+        return cls(
+            tuple(elements),
+            z.reshape(0, 3).double(),
+            z.long(),
+            z.reshape(0, 3, 3).double(),
+            torch.zeros(0, 3, dtype=torch.bool),
+            z.double(),
+            z.reshape(0, 3).double(),
+            torch.zeros(1, dtype=torch.long),
+            [],
+        )
+
+    def atom_index(self, frames: torch.Tensor) -> torch.Tensor:
+        """Flat atom indices of the given frames, in order."""
+        lo, hi = self.starts[frames], self.starts[frames + 1]
+        counts = hi - lo
+        offsets = torch.repeat_interleave(lo - (torch.cumsum(counts, 0) - counts), counts)
+        return torch.arange(int(counts.sum())) + offsets
+
+    def batch(self, frames: torch.Tensor, dtype: torch.dtype, device: str | torch.device = "cpu"):
+        """(AtomsBatch, energies (B,) eV float64, forces (n, 3) eV/Å, atoms per frame (B,))."""
+        frames = torch.as_tensor(frames, dtype=torch.long)
+        atoms = self.atom_index(frames)
+        counts = self.n_atoms[frames]
+        batch = AtomsBatch(
+            positions=self.positions[atoms].to(dtype=dtype, device=device),
+            species=self.species[atoms].to(device),
+            system=torch.repeat_interleave(torch.arange(len(frames)), counts).to(device),
+            cells=self.cells[frames].to(dtype=dtype, device=device),
+            pbc=self.pbc[frames].to(device),
+        )
+        return (
+            batch,
+            self.energies[frames].to(device),
+            self.forces[atoms].to(dtype=dtype, device=device),
+            counts.to(device),
+        )
+
+    def element_counts(self) -> torch.Tensor:
+        """(F, n_elements) number of atoms of each element per frame."""
+        frame_of_atom = torch.repeat_interleave(torch.arange(len(self)), self.n_atoms)
+        out = torch.zeros(len(self), len(self.elements), dtype=torch.float64)
+        out.index_put_(
+            (frame_of_atom, self.species), torch.ones(len(self.species), dtype=torch.float64), accumulate=True
+        )
+        return out
+
+
+def load_split(store: DatasetStore, split: str, elements: tuple[str, ...], **query) -> FrameSet:
+    """All labelled frames of one split (train, val or test) as a :class:`FrameSet`."""
+    frames = list(store.frames(split=split, **query))
+    return FrameSet.from_atoms(frames, elements, ids=[a.info.get("task_id", "") for a in frames])
+
+
+def dataset_elements(store: DatasetStore) -> tuple[str, ...]:
+    """The elements present in a dataset, sorted by atomic number."""
+    from ase.data import atomic_numbers
+
+    symbols: set[str] = set()
+    for atoms in store.frames():
+        symbols.update(atoms.get_chemical_symbols())
+    if not symbols:
+        raise DataError(f"{store.target} holds no labelled frames")
+    return tuple(sorted(symbols, key=lambda s: atomic_numbers[s]))

@@ -1,0 +1,287 @@
+"""Training an ensemble (paper II.A): all members together, durable, resumable, warm-startable.
+
+Each step evaluates one batch of frames once: neighbour lists, AEVs and the AEV pair terms
+are shared by all members, which run as one batched network. Every member has its own Adam
+learning rate, halved when its validation loss stalls; a member is finished when its rate
+drops below ``lr_min`` and the run ends when all are, or at ``max_epochs``/``max_walltime_s``.
+The best validation weights of each member are kept. A checkpoint is written atomically after
+every epoch; calling :func:`train_ensemble` again on the same directory resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from potforge.errors import DataError, ModelFileError
+from potforge.model.aev import AEVParams
+from potforge.model.ensemble import ANIEnsemble
+from potforge.model.io import save_model
+from potforge.train.config import TrainConfig
+from potforge.train.frames import FrameSet
+from potforge.train.loss import frame_losses, predict_with_grad
+from potforge.train.metrics import ensemble_metrics, write_plots
+from potforge.train.optim import MemberAdam
+
+CHECKPOINT = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    metrics: dict
+    epochs: int
+    walltime_s: float
+    resumed: bool
+
+
+def fit_self_energies(frames: FrameSet) -> list[float]:
+    """Per-element self energies (eV) by linear least squares of energy on element counts."""
+    counts = frames.element_counts()
+    solution = torch.linalg.lstsq(counts, frames.energies.unsqueeze(1)).solution
+    return [float(x) for x in solution.squeeze(1)]
+
+
+def _dtype(name: str) -> torch.dtype:
+    return torch.float32 if name == "float32" else torch.float64
+
+
+def build_model(elements: tuple[str, ...], config: TrainConfig, self_energies: list[float]) -> ANIEnsemble:
+    """A freshly initialised ensemble (members drawn independently from ``config.seed``)."""
+    aev = AEVParams.from_dict({**AEVParams.ani_al().to_dict(), "elements": list(elements)})
+    sizes = (aev.n_features, *config.hidden_layers, 1)
+    model = ANIEnsemble(aev, sizes, config.n_members, self_energies=self_energies, metadata={"trained_by": "potforge"})
+    model.networks.reset_parameters(torch.Generator().manual_seed(config.seed))
+    return model.to(_dtype(config.dtype))
+
+
+def warm_start(previous: ANIEnsemble, elements: tuple[str, ...], config: TrainConfig, sae: list[float]) -> ANIEnsemble:
+    """A copy of ``previous`` with refitted self energies; each element's output bias absorbs the
+    change, so the warm-started model predicts exactly what ``previous`` did."""
+    if tuple(previous.elements) != tuple(elements):
+        raise ModelFileError(f"warm start needs a model for {elements}, got one for {previous.elements}")
+    if previous.n_members != config.n_members or list(previous.networks.layer_sizes[1:-1]) != config.hidden_layers:
+        raise ModelFileError("warm start needs the same members and layer sizes as the training config")
+    model = build_model(elements, config, sae)
+    model.networks.load_state_dict(previous.networks.state_dict())
+    with torch.no_grad():
+        for k, el in enumerate(elements):
+            _, b = model.networks.layer(el, model.networks.n_layers - 1)
+            b += previous.self_energies_eV[k] - sae[k]
+    return model
+
+
+class _State:
+    """Everything a checkpoint holds beyond the weights."""
+
+    def __init__(self, m: int) -> None:
+        self.epoch = 0
+        self.best_loss = torch.full((m,), math.inf, dtype=torch.float64)
+        self.bad_epochs = torch.zeros(m, dtype=torch.long)
+        self.best_weights: dict[str, torch.Tensor] = {}
+        self.history: list[dict] = []
+        self.walltime_s = 0.0
+
+
+def _split_val(train: FrameSet, val: FrameSet, fraction: float, seed: int) -> tuple[FrameSet, FrameSet]:
+    if len(val) > 0 or len(train) < 2:
+        return train, val
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 7919))
+    n_val = max(1, round(fraction * len(train)))
+    return _subset(train, perm[n_val:].sort().values), _subset(train, perm[:n_val].sort().values)
+
+
+def _subset(frames: FrameSet, idx: torch.Tensor) -> FrameSet:
+    atoms = frames.atom_index(idx)
+    n = frames.n_atoms[idx]
+    return FrameSet(
+        frames.elements,
+        frames.positions[atoms],
+        frames.species[atoms],
+        frames.cells[idx],
+        frames.pbc[idx],
+        frames.energies[idx],
+        frames.forces[atoms],
+        torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(n, 0)]),
+        [frames.frame_ids[i] for i in idx.tolist()],
+    )
+
+
+def evaluate_losses(
+    model: ANIEnsemble, frames: FrameSet, config: TrainConfig, chunk: int = 64
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean Eq. 1 loss per member over ``frames`` (M,), and the ensemble mean's energy RMSE
+    (meV/atom) and force-component RMSE (eV/Å); no gradients."""
+    total = torch.zeros(model.n_members, dtype=torch.float64)
+    se_e = se_f = 0.0
+    n_f = 0
+    for start in range(0, len(frames), chunk):
+        idx = torch.arange(start, min(start + chunk, len(frames)))
+        batch, e_ref, f_ref, n = frames.batch(idx, model.dtype)
+        pred = model.evaluate(batch, forces=True, member_forces=config.l0_A2 > 0)
+        member_f = pred.member_forces if config.l0_A2 > 0 else None
+        losses = frame_losses(pred.member_energies, member_f, e_ref, f_ref, batch.system, n, config.l0_A2)
+        total += losses.sum(1).double()
+        se_e += float((((pred.energy - e_ref) / n) ** 2).sum())
+        se_f += float(((pred.forces.double() - f_ref.double()) ** 2).sum())
+        n_f += int(f_ref.numel())
+    count = max(1, len(frames))
+    errors = {
+        "energy_rmse_meV_per_atom": math.sqrt(se_e / count) * 1e3,
+        "force_rmse_eV_per_A": math.sqrt(se_f / max(1, n_f)),
+    }
+    return total / count, errors
+
+
+def _batches(n: int, config: TrainConfig, gen: torch.Generator, m: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of (frames, member mask (M, B)) steps."""
+    b = config.batch_size
+    if not config.independent_shuffles:
+        perm = torch.randperm(n, generator=gen)
+        return [(perm[k : k + b], torch.ones(m, len(perm[k : k + b]), dtype=torch.bool)) for k in range(0, n, b)]
+    perms = torch.stack([torch.randperm(n, generator=gen) for _ in range(m)])
+    steps = []
+    for k in range(0, n, b):
+        chosen = perms[:, k : k + b]  # (M, b) frames of each member at this step
+        union = torch.unique(chosen)
+        mask = (chosen.unsqueeze(-1) == union).any(1)  # (M, U)
+        steps.append((union, mask))
+    return steps
+
+
+def train_ensemble(
+    train: FrameSet,
+    val: FrameSet,
+    test: FrameSet,
+    out_dir: str | Path,
+    config: TrainConfig,
+    init_model: ANIEnsemble | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train (or resume training) an ensemble; write ``model.pt``, ``metrics.json``, plots.
+
+    progress(record) is called after every epoch with epoch, lr, losses and validation errors.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if len(train) == 0:
+        raise DataError("no training frames")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    train, val = _split_val(train, val, config.val_fraction_if_missing, config.seed)
+    sae = fit_self_energies(train)
+    if init_model is not None:
+        model = warm_start(init_model.to(_dtype(config.dtype)), train.elements, config, sae)
+    else:
+        model = build_model(train.elements, config, sae)
+    m = config.n_members
+    params = list(model.networks.parameters())
+    opt = MemberAdam(params, torch.full((m,), config.lr))
+    gen = torch.Generator().manual_seed(config.seed + 1)
+    state = _State(m)
+    ckpt_path = out_dir / CHECKPOINT
+    resumed = False
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ckpt["config"] != config.model_dump_json():
+            raise DataError(f"{ckpt_path} was written with other training settings; remove it to start over")
+        model.networks.load_state_dict(ckpt["weights"])
+        model.self_energies_eV = list(ckpt["self_energies_eV"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng"])
+        state.epoch, state.walltime_s = int(ckpt["epoch"]), float(ckpt["walltime_s"])
+        state.best_loss, state.bad_epochs = ckpt["best_loss"], ckpt["bad_epochs"]
+        state.best_weights = ckpt["best_weights"]
+        state.history = json.loads(ckpt["history"])
+        resumed = True
+    dtype = model.dtype
+    start_wall = time.time() - state.walltime_s
+    while state.epoch < config.max_epochs and bool((opt.lr >= config.lr_min).any()):
+        if config.max_walltime_s is not None and time.time() - start_wall > config.max_walltime_s:
+            break
+        train_loss = torch.zeros(m, dtype=torch.float64)
+        seen = torch.zeros(m, dtype=torch.float64)
+        for frames_idx, mask in _batches(len(train), config, gen, m):
+            batch, e_ref, f_ref, n = train.batch(frames_idx, dtype)
+            energies, forces = predict_with_grad(model, batch, want_forces=config.l0_A2 > 0)
+            losses = frame_losses(energies, forces, e_ref, f_ref, batch.system, n, config.l0_A2)
+            weights = mask.to(losses.dtype) / mask.sum(1, keepdim=True).clamp(min=1).to(losses.dtype)
+            opt.zero_grad()
+            (losses * weights).sum().backward()
+            opt.step()
+            train_loss += (losses.detach() * mask).sum(1).double()
+            seen += mask.sum(1).double()
+        state.epoch += 1
+        val_loss, val_errors = evaluate_losses(model, val, config)
+        improved = val_loss < state.best_loss
+        state.best_loss = torch.where(improved, val_loss, state.best_loss)
+        state.bad_epochs = torch.where(improved, torch.zeros_like(state.bad_epochs), state.bad_epochs + 1)
+        for name, p in model.networks.state_dict().items():
+            best = state.best_weights.get(name)
+            sel = improved.view(-1, *([1] * (p.dim() - 1)))
+            state.best_weights[name] = p.detach().clone() if best is None else torch.where(sel, p.detach(), best)
+        stalled = state.bad_epochs >= config.lr_patience_epochs
+        opt.lr = torch.where(stalled, opt.lr * config.lr_factor, opt.lr)
+        state.bad_epochs = torch.where(stalled, torch.zeros_like(state.bad_epochs), state.bad_epochs)
+        # finished members stop moving
+        opt.lr = torch.where(opt.lr < config.lr_min, torch.zeros_like(opt.lr), opt.lr)
+        state.walltime_s = time.time() - start_wall
+        record = {
+            "epoch": state.epoch,
+            "train_loss": (train_loss / seen.clamp(min=1)).tolist(),
+            "val_loss": val_loss.tolist(),
+            "lr": opt.lr.tolist(),
+            "walltime_s": state.walltime_s,
+            **{f"val_{k}": v for k, v in val_errors.items()},
+        }
+        state.history.append(record)
+        _save_checkpoint(ckpt_path, model, opt, gen, state, config)
+        if progress:
+            progress(record)
+    # the best validation weights of each member make the final model
+    if state.best_weights:
+        model.networks.load_state_dict(state.best_weights)
+    model.metadata.update(
+        {
+            "trained_by": "potforge",
+            "train_config": config.model_dump(),
+            "epochs": state.epoch,
+            "n_train_frames": len(train),
+            "best_val_loss": state.best_loss.tolist(),
+        }
+    )
+    model_path = save_model(model, out_dir / MODEL_FILE)
+    metrics = {"val": ensemble_metrics(model, val), "test": ensemble_metrics(model, test)}
+    metrics["walltime_s"] = state.walltime_s
+    metrics["epochs"] = state.epoch
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_plots(model, state.history, test if len(test) else val, out_dir)
+    return TrainResult(model_path, metrics, state.epoch, state.walltime_s, resumed)
+
+
+def _save_checkpoint(path: Path, model: ANIEnsemble, opt: MemberAdam, gen, state: _State, config: TrainConfig) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {
+            "config": config.model_dump_json(),
+            "weights": model.networks.state_dict(),
+            "self_energies_eV": list(model.self_energies_eV),
+            "optimizer": opt.state_dict(),
+            "rng": gen.get_state(),
+            "epoch": state.epoch,
+            "walltime_s": state.walltime_s,
+            "best_loss": state.best_loss,
+            "bad_epochs": state.bad_epochs,
+            "best_weights": state.best_weights,
+            "history": json.dumps(state.history),
+        },
+        tmp,
+    )
+    tmp.replace(path)

@@ -1,0 +1,102 @@
+"""Training: Eq. 1 by hand, exact gradients through the force term, overfitting, resume,
+independent members, warm starts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from potforge.model import load_model
+from potforge.train import TrainConfig, build_model, fit_self_energies, frame_losses, predict_with_grad, train_ensemble
+from potforge.train.trainer import CHECKPOINT, warm_start
+
+
+def test_loss_matches_hand_computation():
+    energies = torch.tensor([[1.0, 2.0]], dtype=torch.float64)  # one member, two frames
+    ref_e = torch.tensor([0.5, 2.5], dtype=torch.float64)
+    forces = torch.tensor([[[1.0, 0, 0], [0, 0, 0], [0, 2.0, 0]]], dtype=torch.float64)
+    ref_f = torch.zeros(3, 3, dtype=torch.float64)
+    system = torch.tensor([0, 0, 1])
+    n = torch.tensor([2, 1])
+    loss = frame_losses(energies, forces, ref_e, ref_f, system, n, l0_A2=0.01)
+    # frame 0: 0.5² + 0.01/2 * 1² ; frame 1: 0.5² + 0.01/1 * 2²
+    assert loss[0].tolist() == pytest.approx([0.25 + 0.005, 0.25 + 0.04])
+
+
+def test_gradient_through_force_term_matches_finite_differences(tiny_train):
+    cfg = TrainConfig(n_members=2, hidden_layers=[12, 8], dtype="float64", seed=3)
+    model = build_model(("Al",), cfg, fit_self_energies(tiny_train))
+    batch, e, f, n = tiny_train.batch(torch.arange(2), torch.float64)
+
+    def loss(l0):
+        energies, forces = predict_with_grad(model, batch)
+        return frame_losses(energies, forces, e, f, batch.system, n, l0).sum()
+
+    for l0 in (0.01, 10.0):  # energy-dominated and force-dominated
+        model.zero_grad()
+        loss(l0).backward()
+        for name in ("w_Al_0", "b_Al_1", "w_Al_2"):
+            p = getattr(model.networks, name)
+            for idx in [(0, 0, 0), (1, p.shape[1] - 1, p.shape[2] - 1)]:
+                h = 1e-6
+                with torch.no_grad():
+                    old = p[idx].item()
+                    p[idx] = old + h
+                    up = loss(l0).item()
+                    p[idx] = old - h
+                    down = loss(l0).item()
+                    p[idx] = old
+                assert p.grad[idx].item() == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-6)
+
+
+def test_tiny_ensemble_overfits_a_few_frames(tiny_train, tmp_path):
+    frames = tiny_train
+    cfg = TrainConfig(n_members=2, hidden_layers=[32, 16], max_epochs=300, batch_size=2, l0_A2=1.0, lr=3e-3, seed=1)
+    result = train_ensemble(frames, frames, frames, tmp_path, cfg)
+    err = result.metrics["test"]["ensemble"]
+    assert err["energy_rmse_meV_per_atom"] < 5.0
+    start_force_std = float(frames.forces.std())
+    assert err["force_rmse_eV_per_A"] < 0.15 * start_force_std
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["test"]["ensemble"] == pytest.approx(err)
+    assert (tmp_path / "learning_curves.png").stat().st_size > 1000 and (tmp_path / "parity.png").stat().st_size > 1000
+
+
+def test_resume_continues_exactly(tiny_train, tiny_heldout, tmp_path):
+    cfg = TrainConfig(n_members=2, hidden_layers=[16, 8], max_epochs=6, batch_size=2, seed=4)
+    straight = train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path / "straight", cfg)
+    short = cfg.model_copy(update={"max_epochs": 3})
+    train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path / "resumed", short)
+    # the run is "killed" after epoch 3; the same settings then resume from the checkpoint
+    ckpt = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)
+    ckpt["config"] = cfg.model_dump_json()
+    torch.save(ckpt, tmp_path / "resumed" / CHECKPOINT)
+    resumed = train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path / "resumed", cfg)
+    assert resumed.resumed and resumed.epochs == 6
+    a = load_model(straight.model_path, dtype=torch.float64).networks.state_dict()
+    b = load_model(resumed.model_path, dtype=torch.float64).networks.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7)
+
+
+def test_members_differ_and_the_mean_beats_the_average_member(tiny_train, tiny_heldout, tmp_path):
+    cfg = TrainConfig(n_members=4, hidden_layers=[24, 12], max_epochs=40, batch_size=2, l0_A2=1.0, seed=5)
+    result = train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path, cfg)
+    weights = load_model(result.model_path).networks.w_Al_0
+    assert not torch.allclose(weights[0], weights[1])
+    test = result.metrics["test"]
+    members = test["members"]
+    avg_member_f = sum(m["force_rmse_eV_per_A"] for m in members) / len(members)
+    avg_member_e = sum(m["energy_rmse_meV_per_atom"] for m in members) / len(members)
+    assert test["ensemble"]["force_rmse_eV_per_A"] < avg_member_f
+    assert test["ensemble"]["energy_rmse_meV_per_atom"] < avg_member_e
+
+
+def test_warm_start_reproduces_the_previous_model(tiny_train, tiny_heldout):
+    cfg = TrainConfig(n_members=2, hidden_layers=[16, 8], dtype="float64", seed=6)
+    previous = build_model(("Al",), cfg, [-3.0])
+    model = warm_start(previous, ("Al",), cfg, fit_self_energies(tiny_heldout))
+    batch, _, _, _ = tiny_train.batch(torch.arange(3), torch.float64)
+    torch.testing.assert_close(model.evaluate(batch).member_energies, previous.evaluate(batch).member_energies)
