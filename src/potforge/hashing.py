@@ -9,16 +9,18 @@ from ase import Atoms
 
 
 def structure_hash(atoms: Atoms) -> str:
-    """Hash of atomic numbers, positions, cell and pbc (bitwise: a rattled copy differs)."""
+    """Hash of atomic numbers, positions, cell and pbc (bitwise: a rattled copy differs),
+    prefixed with a letter so that it always reads back as a string."""
     h = hashlib.sha256()
     for arr in (atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc):
         h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:20]
+    return "s" + h.hexdigest()[:20]
 
 
 def task_id(frame_hash: str, oracle_hash: str) -> str:
-    """Identity of 'label this structure with this oracle': the unit that is never repeated."""
-    return hashlib.sha256(f"{frame_hash}:{oracle_hash}".encode()).hexdigest()[:20]
+    """Identity of 'label this structure with this oracle': the unit that is never repeated.
+    Prefixed with a letter: an all-digit hex string would be read back as a number."""
+    return "t" + hashlib.sha256(f"{frame_hash}:{oracle_hash}".encode()).hexdigest()[:20]
 
 
 def unit_interval(key: str, salt: str = "split") -> float:

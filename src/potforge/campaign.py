@@ -1,0 +1,262 @@
+"""The active-learning campaign (paper II.B, Fig. 1), as one loop of named, resumable stages:
+
+    initial random cells --> label --> train --> sample --> queue flagged frames --+
+                               ^                                                    |
+                               +---------------- next generation <-----------------+
+
+Everything lives in the campaign directory: ``config.yaml`` (with versions and seeds), the
+dataset (``campaign.db``), ``campaign.json`` (which stages are done), and one directory per
+generation with its model and sampling results. Each stage is idempotent and recorded when
+done, so ``potforge run`` on an existing campaign continues where it stopped, and no oracle
+result is lost or computed twice whatever killed the previous run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from ase import Atoms
+
+from potforge.config import CampaignConfig
+from potforge.data import DatasetStore, Provenance
+from potforge.engine import Engine
+from potforge.errors import ConfigError
+from potforge.labeling import label_pending
+from potforge.oracle import get_oracle
+from potforge.oracle.runner import write_json_atomic
+from potforge.stages import sample_stage, train_stage
+from potforge.structures import random_cells
+
+STATE_FILE = "campaign.json"
+
+
+@dataclass
+class CampaignState:
+    """What has been done. ``done`` lists stage names like ``g003:train``."""
+
+    generation: int = 0
+    done: list[str] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+    finished: bool = False
+    stop_reason: str = ""
+
+    @classmethod
+    def load(cls, directory: Path) -> CampaignState:
+        path = directory / STATE_FILE
+        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+
+    def save(self, directory: Path) -> None:
+        write_json_atomic(directory / STATE_FILE, asdict(self))
+
+
+def generation_dir(directory: Path, g: int) -> Path:
+    return directory / "generations" / f"g{g:03d}"
+
+
+def model_path(directory: Path, g: int) -> Path:
+    return generation_dir(directory, g) / "model" / "model.pt"
+
+
+def dataset_target(config: CampaignConfig, directory: Path) -> str:
+    return config.dataset or str(directory / "campaign.db")
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("potforge", "torch", "ase", "numpy", "parsl", "vesin", "gpaw"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def prepare_directory(config: CampaignConfig, directory: Path) -> None:
+    """Create the campaign directory and record its config, versions and seeds; refuse to
+    continue an existing campaign with a different configuration."""
+    directory.mkdir(parents=True, exist_ok=True)
+    saved = directory / "config.yaml"
+    current = config.model_dump(mode="json")
+    if saved.exists():
+        previous = yaml.safe_load(saved.read_text()).get("config")
+        if previous != current:
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+            raise ConfigError(
+                f"{directory} is a campaign with another configuration (differs in: {', '.join(changed)}); "
+                "use a new directory, or restore the original config"
+            )
+        return
+    record = {
+        "config": current,
+        "versions": _versions(),
+        "seed": config.seed,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    tmp = saved.with_name("config.yaml.tmp")
+    tmp.write_text(yaml.safe_dump(record, sort_keys=False))
+    tmp.replace(saved)
+
+
+def ingest_flagged(store: DatasetStore, sampling_dir: Path, oracle_name: str, oracle_hash: str) -> int:
+    """Queue the frames the sampler flagged as pending rows (identical frames are skipped)."""
+    added = 0
+    for path in sorted((sampling_dir / "flagged").glob("*.json")):
+        rec = json.loads(path.read_text())
+        atoms = Atoms(numbers=rec["numbers"], positions=rec["positions"], cell=rec["cell"], pbc=True)
+        u = rec.get("uncertainty") or {}
+        prov = Provenance(
+            source="active_learning",
+            generation=int(rec["generation"]) + 1,
+            trajectory=rec["traj"],
+            sim_time_fs=float(rec["sim_time_fs"]),
+            energy_std_eV=u.get("energy_eV_per_sqrt_atom", 0.0) * len(atoms) ** 0.5 if u else None,
+            force_std_max_eV_A=u.get("force_max_eV_per_A"),
+            extra={
+                "outcome": rec["outcome"],
+                "reason": rec["reason"],
+                "uncertainty": u,
+                "schedule": rec.get("schedule"),
+                "strain": rec.get("strain"),
+            },
+        )
+        added += store.add_pending(atoms, prov, oracle_name, oracle_hash) is not None
+    return added
+
+
+Progress = Callable[[dict], None]
+
+
+def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progress | None = None) -> CampaignState:
+    """Run (or continue) the campaign in ``directory``; returns its final state."""
+    directory = Path(directory)
+    prepare_directory(config, directory)
+    state = CampaignState.load(directory)
+    if state.finished:
+        return state
+    show = progress or (lambda event: None)
+    oracle = get_oracle(config.oracle.name, config.oracle.settings)
+    oracle.check()
+    store = DatasetStore(dataset_target(config, directory))
+    threads = config.training.threads
+
+    def done(stage: str, summary: dict | None = None) -> None:
+        state.done.append(stage)
+        if summary is not None:
+            state.history.append({"stage": stage, **summary})
+        state.save(directory)
+
+    with Engine(config.engine, run_dir=directory / "parsl") as engine:
+        # --- initial random cells (paper II.B.1: ~400) ---------------------------------------
+        if "init" not in state.done:
+            with store.db:
+                for k, atoms in enumerate(random_cells(config.initial.cells, config.initial.n_cells, config.seed)):
+                    prov = Provenance(source="random", trajectory=f"random:{config.seed}:{k}")
+                    store.add_pending(atoms, prov, oracle.name, oracle.settings_hash())
+            done("init")
+        while True:
+            g = state.generation
+            gdir = generation_dir(directory, g)
+            # --- label every pending frame -----------------------------------------------------
+            if f"g{g:03d}:label" not in state.done:
+                show({"stage": "label", "generation": g})
+                report = label_pending(
+                    store,
+                    oracle,
+                    engine,
+                    directory / "work",
+                    chunk_size=config.labeling.chunk_size,
+                    timeout_s=config.labeling.timeout_s,
+                    max_attempts=config.labeling.max_attempts,
+                    progress=lambda d, t, g=g: show({"stage": "label", "generation": g, "done": d, "total": t}),
+                )
+                done(f"g{g:03d}:label", {"labelled": report.labelled, "quarantined": report.quarantined,
+                                         "dataset_size": store.count(status="ok")})  # fmt: skip
+            # --- train generation g (warm start from g-1) --------------------------------------
+            if f"g{g:03d}:train" not in state.done:
+                train_cfg = config.training
+                if g > 0 and config.loop.later_max_epochs:
+                    train_cfg = train_cfg.model_copy(update={"max_epochs": config.loop.later_max_epochs})
+                init = str(model_path(directory, g - 1)) if g > 0 and config.loop.warm_start else None
+                show({"stage": "train", "generation": g})
+                future = engine.submit(
+                    "gpu", train_stage, dataset_target(config, directory), str(gdir / "model"),
+                    train_cfg.model_dump_json(), init, threads,
+                )  # fmt: skip
+                summary = _wait(
+                    future,
+                    gdir / "model" / "status.json",
+                    lambda s, g=g: show({"stage": "train", "generation": g, **s}),
+                )
+                test = summary["metrics"].get("test", {}).get("ensemble", {})
+                done(f"g{g:03d}:train", {"epochs": summary["epochs"], "n_train": summary["n_train"], "test": test})
+            # --- sample with model g -----------------------------------------------------------
+            if f"g{g:03d}:sample" not in state.done:
+                cells = config.loop.sampling_cells or config.initial.cells
+                show({"stage": "sample", "generation": g})
+                future = engine.submit(
+                    "gpu", sample_stage, str(model_path(directory, g)), str(gdir / "sampling"),
+                    config.sampler.model_dump_json(), cells.model_dump_json(), config.seed, g, threads,
+                )  # fmt: skip
+                summary = _wait(
+                    future,
+                    gdir / "sampling" / "status.json",
+                    lambda s, g=g: show({"stage": "sample", "generation": g, **s}),
+                )
+                done(
+                    f"g{g:03d}:sample",
+                    {k: summary.get(k) for k in ("flagged", "total_steps", "median_time_to_flag_fs", "stop_reason")},
+                )
+            # --- queue the flagged frames for labelling -----------------------------------------
+            if f"g{g:03d}:queue" not in state.done:
+                queued = ingest_flagged(store, gdir / "sampling", oracle.name, oracle.settings_hash())
+                done(f"g{g:03d}:queue", {"queued": queued})
+            # --- stop? ---------------------------------------------------------------------------
+            median = _last(state, f"g{g:03d}:sample").get("median_time_to_flag_fs") or 0.0
+            if median >= config.loop.target_median_time_to_flag_fs:
+                state.stop_reason = f"median time to flag {median:.0f} fs reached the target"
+            elif g + 1 >= config.loop.max_generations:
+                state.stop_reason = f"generation cap ({config.loop.max_generations}) reached"
+            if state.stop_reason:
+                state.finished = True
+                state.save(directory)
+                show({"stage": "finished", "generation": g, "reason": state.stop_reason})
+                return state
+            state.generation = g + 1
+            state.save(directory)
+
+
+def _last(state: CampaignState, stage: str) -> dict:
+    for rec in reversed(state.history):
+        if rec.get("stage") == stage:
+            return rec
+    return {}
+
+
+def _wait(future, status_file: Path, report: Callable[[dict], None], poll_s: float = 1.0) -> dict:
+    """Wait for a stage's future, relaying the status file the stage keeps up to date."""
+    last = None
+    while not future.done():
+        time.sleep(poll_s)
+        try:
+            mtime = status_file.stat().st_mtime
+            if mtime != last:
+                last = mtime
+                report(json.loads(status_file.read_text()))
+        except (OSError, ValueError):
+            pass
+    return future.result()
+
+
+def final_model(directory: str | Path) -> Path | None:
+    """The newest trained model of a campaign."""
+    state = CampaignState.load(Path(directory))
+    trained = [int(s[1:4]) for s in state.done if s.endswith(":train")]
+    return model_path(Path(directory), max(trained)) if trained else None

@@ -1,0 +1,177 @@
+"""``potforge run CONFIG`` (start or continue a campaign) and ``potforge status DIR``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from potforge.cli import app
+from potforge.errors import ConfigError
+
+console = Console(stderr=True)
+
+
+def _fmt_time(fs: float | None) -> str:
+    if fs is None:
+        return "—"
+    return f"{fs / 1000:.1f} ps" if fs >= 1000 else f"{fs:.0f} fs"
+
+
+class LiveView:
+    """One screen of campaign progress, refreshed from the loop's events."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.event: dict = {}
+        self.started = time.time()
+        self.history: list[dict] = []
+
+    def update(self, event: dict) -> None:
+        self.event = event
+
+    def render(self):
+        e = self.event
+        head = Text(
+            f"campaign {self.name} — generation {e.get('generation', 0)} — {e.get('stage', 'starting')}", style="bold"
+        )
+        lines = [head]
+        stage = e.get("stage")
+        if stage == "label" and "total" in e:
+            lines.append(Text(f"labelling: {e.get('done', 0)}/{e.get('total', 0)} frames"))
+        elif stage == "train" and "epoch" in e:
+            lines.append(
+                Text(
+                    f"training: epoch {e['epoch']}, lr {max(e['lr']):.1e}, val energy "
+                    f"{e.get('val_energy_rmse_meV_per_atom', float('nan')):.2f} meV/atom, "
+                    f"force {e.get('val_force_rmse_eV_per_A', float('nan')):.3f} eV/Å"
+                )
+            )
+        elif stage == "sample" and "replicas" in e:
+            lines.append(
+                Text(
+                    f"sampling: {e['replicas']} replicas running, {e['flagged']} frames flagged, "
+                    f"{e['total_steps']} MD steps, median time to flag {_fmt_time(e.get('median_time_to_flag_fs'))}"
+                )
+            )
+        elif stage == "finished":
+            lines.append(Text(f"finished: {e.get('reason')}"))
+        lines.append(Text(f"elapsed {time.time() - self.started:.0f} s", style="dim"))
+        return Group(*lines)
+
+
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(..., help="Campaign YAML (see examples/)."),
+    directory: Path = typer.Option(None, "--dir", help="Campaign directory (default: runs/<name>)."),
+    validate: bool = typer.Option(True, help="Write the validation report for the final model."),
+) -> None:
+    """Start a campaign, or continue it: kill it at any moment and run the same command again."""
+    from potforge.campaign import run_campaign
+    from potforge.config import load_config
+
+    cfg = load_config(config)
+    directory = directory or Path("runs") / cfg.name
+    view = LiveView(cfg.name)
+    with Live(view.render(), console=console, refresh_per_second=2) as live:
+
+        def show(event: dict) -> None:
+            view.update(event)
+            live.update(view.render())
+
+        state = run_campaign(cfg, directory, progress=show)
+    console.print(f"campaign {cfg.name}: {state.stop_reason}; directory {directory}")
+    print_status(directory)
+    if validate and cfg.validation.enabled:
+        validate_campaign(directory, cfg)
+
+
+def print_status(directory: Path) -> dict:
+    """Print a campaign's summary table and write its plots; returns the summary."""
+    from potforge.campaign import CampaignState
+    from potforge.report import campaign_summary, write_campaign_plots
+
+    if not (directory / "campaign.json").exists():
+        raise ConfigError(f"{directory} is not a campaign directory (no campaign.json)")
+    state = CampaignState.load(directory)
+    summary = campaign_summary(directory, state)
+    out = Console()
+    table = Table(title=f"campaign {directory}")
+    for col in (
+        "gen",
+        "dataset",
+        "epochs",
+        "test E (meV/atom)",
+        "test F (eV/Å)",
+        "flagged",
+        "median t-flag",
+        "MD steps",
+    ):
+        table.add_column(col, justify="right")
+    for row in summary["generations"]:
+        table.add_row(
+            str(row["generation"]),
+            str(row.get("dataset_size", "—")),
+            str(row.get("epochs", "—")),
+            f"{row['test_energy_rmse_meV_per_atom']:.2f}"
+            if row.get("test_energy_rmse_meV_per_atom") is not None
+            else "—",
+            f"{row['test_force_rmse_eV_per_A']:.3f}" if row.get("test_force_rmse_eV_per_A") is not None else "—",
+            str(row.get("flagged", "—")),
+            _fmt_time(row.get("median_time_to_flag_fs")),
+            str(row.get("total_steps", "—")),
+        )
+    out.print(table)
+    status = "finished: " + state.stop_reason if state.finished else f"in progress (generation {state.generation})"
+    out.print(status)
+    plots = write_campaign_plots(directory, summary)
+    for p in plots:
+        out.print(f"plot: {p}")
+    return summary
+
+
+@app.command("status")
+def status_cmd(
+    directory: Path = typer.Argument(..., help="Campaign directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Summarise a campaign (per generation: dataset, errors, flagged frames, time to flag) and
+    write its plots to DIR/plots/."""
+    if as_json:
+        from potforge.campaign import CampaignState
+        from potforge.report import campaign_summary
+
+        typer.echo(json.dumps(campaign_summary(directory, CampaignState.load(directory)), indent=2))
+        return
+    print_status(directory)
+
+
+def validate_campaign(directory: Path, cfg) -> Path | None:
+    """Write the validation report of a campaign's final model against its own oracle."""
+    from potforge.campaign import final_model
+    from potforge.validate import run_validation
+    from potforge.validate.settings import ValidationSettings
+
+    model = final_model(directory)
+    if model is None:
+        return None
+    out = directory / "report"
+    settings = ValidationSettings.quick() if cfg.validation.quick else ValidationSettings()
+    console.print(f"validating {model} against {cfg.oracle.name} -> {out}")
+    report = run_validation(
+        str(model),
+        cfg.oracle.name,
+        out,
+        only=cfg.validation.only,
+        settings=settings,
+        reference_settings=cfg.oracle.settings,
+        progress=lambda *a: None,
+    )
+    console.print(f"validation report: {out / 'report.html'} ({report.wall_time_s:.0f} s)")
+    return out / "report.html"

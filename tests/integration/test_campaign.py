@@ -1,0 +1,145 @@
+"""A whole tiny campaign on EMT, resume after SIGKILL at random points, and config errors."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from potforge.campaign import CampaignState, run_campaign
+from potforge.config import parse_config
+from potforge.data import DatasetStore
+from potforge.errors import ConfigError
+
+
+def tiny_config(counter: Path | None = None, **over) -> dict:
+    oracle = {"name": "emt"}
+    if counter is not None:
+        oracle = {
+            "name": "python:potforge.oracle.fake:FaultyEMT",
+            "settings": {"mode": "ok", "delay_s": 0.05, "counter_file": str(counter)},
+        }
+    cfg = {
+        "name": "tiny",
+        "seed": 11,
+        "oracle": oracle,
+        "initial": {"n_cells": 10, "cells": {"box_min_A": 6.0, "box_max_A": 7.0}},
+        "labeling": {"timeout_s": 60, "chunk_size": 3},
+        "training": {"n_members": 2, "hidden_layers": [16, 8], "max_epochs": 6, "batch_size": 2, "l0_A2": 1.0,
+                     "threads": 1},
+        "sampler": {
+            "replicas": 3,
+            "timestep_fs": 2.0,
+            "schedule": {"t_max_fs": 300, "period_fs": {"low": 100, "high": 200}},
+            "max_flagged": 3,
+            "max_steps": 300,
+            "checkpoint_every_s": 0.5,
+        },
+        "loop": {"max_generations": 3, "later_max_epochs": 4, "target_median_time_to_flag_fs": 1e9},
+        "engine": {"kind": "threads", "max_workers": 2},
+        "validation": {"enabled": False},
+    }  # fmt: skip
+    cfg.update(over)
+    return cfg
+
+
+def frames_of(directory: Path) -> list[tuple]:
+    store = DatasetStore(directory / "campaign.db")
+    return sorted(
+        (a.info["frame_hash"], round(a.get_potential_energy(), 10), a.info["source"], a.info["generation"])
+        for a in store.frames()
+    )
+
+
+def test_tiny_campaign_runs_three_generations(tmp_path):
+    cfg = parse_config(tiny_config())
+    events = []
+    state = run_campaign(cfg, tmp_path / "c", progress=events.append)
+    assert state.finished and "generation cap" in state.stop_reason
+    assert [s for s in state.done if s.endswith(":train")] == ["g000:train", "g001:train", "g002:train"]
+    store = DatasetStore(tmp_path / "c" / "campaign.db")
+    # the initial cells plus the frames flagged by generations 0 and 1 are labelled
+    assert store.count(status="ok", source="random") == 10
+    assert store.count(status="ok", source="active_learning") >= 3
+    assert store.count(status="pending") >= 1  # the last generation's flags await the next run
+    assert {e["stage"] for e in events} >= {"label", "train", "sample", "finished"}
+    saved = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())
+    assert saved["seed"] == 11 and "torch" in saved["versions"]
+    # a finished campaign is a no-op; another config in the same directory is refused
+    assert run_campaign(cfg, tmp_path / "c").finished
+    with pytest.raises(ConfigError, match="another configuration"):
+        run_campaign(parse_config(tiny_config(seed=12)), tmp_path / "c")
+
+
+def run_cli(config: Path, directory: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "potforge", "run", str(config), "--dir", str(directory), "--no-validate"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, POTFORGE_CLAIM_STALE_S="5"),
+    )
+
+
+def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path):
+    """Kill `potforge run` at >= 5 random moments; the finished campaign has exactly the frames
+    of an uninterrupted run, and the oracle computed each of them exactly once."""
+    reference_counter, counter = tmp_path / "ref_calls.txt", tmp_path / "calls.txt"
+    ref_cfg, cfg = tmp_path / "ref.yaml", tmp_path / "cfg.yaml"
+    ref_cfg.write_text(yaml.safe_dump(tiny_config(reference_counter)))
+    cfg.write_text(yaml.safe_dump(tiny_config(counter)))
+    ref = run_cli(ref_cfg, tmp_path / "ref")
+    t0 = time.time()
+    assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()
+    duration = time.time() - t0
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(40):
+        proc = run_cli(cfg, tmp_path / "run")
+        time.sleep(rng.uniform(0.2, 0.6) * duration / 3)
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        if kills >= 6:
+            break
+    final = run_cli(cfg, tmp_path / "run")
+    assert final.wait(timeout=600) == 0, final.stderr.read().decode()
+    assert kills >= 5
+    assert CampaignState.load(tmp_path / "run").finished
+    assert frames_of(tmp_path / "run") == frames_of(tmp_path / "ref")
+    calls = counter.read_text().split()
+    assert len(calls) == len(set(calls)), "an oracle call was repeated"
+    labelled = {f[0] for f in frames_of(tmp_path / "run")}
+    assert set(calls) == labelled, "every labelled frame comes from exactly one oracle call"
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"training": {"dtype": "float16"}}, r"training\.dtype.*'float32' or 'float64'"),
+        ({"sampler": {"timestep_fs": -1}}, r"sampler\.timestep_fs.*greater than 0"),
+        ({"initial": {"n_cellz": 3}}, r"initial\.n_cellz: unknown field"),
+        ({"engine": {"kind": "kubernetes"}}, r"engine\.kind.*'local', 'threads' or 'parsl'"),
+        ({"sampler": {"schedule": {"t_start_K": {"low": 900, "high": 10}}}}, r"sampler\.schedule\.t_start_K"),
+    ],
+)
+def test_config_errors_name_the_field_and_the_allowed_values(change, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**tiny_config(), **change})
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"sampler": {"replicas": 0}}))
+    res = subprocess.run([sys.executable, "-m", "potforge", "run", str(bad)], capture_output=True, text=True)
+    assert res.returncode == 2 and "sampler.replicas" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "potforge", "status", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 2 and "not a campaign directory" in res.stderr
