@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job: a small active-learning campaign on EMT, then its validation report
-	$(BIN)/potforge eval ani-al examples/structures/al_samples.extxyz --out runs/demo/al_samples_ani-al.extxyz
+	$(BIN)/potforge run examples/quickstart.yaml --dir runs/quickstart
 
 test: $(STAMP)  ## lint, then the test suite (fast tests; < 10 min on 2 cores)
 	$(BIN)/ruff check src tests benchmarks
@@ -39,6 +39,8 @@ format: $(STAMP)
 
 bench: $(STAMP)  ## speed benchmarks (each prints potforge vs its peer, same run)
 	TORCHANI_NO_WARN_EXTENSIONS=1 $(BIN)/python benchmarks/model_speed.py
+	TORCHANI_NO_WARN_EXTENSIONS=1 $(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/sampler_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -143,3 +143,20 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     assert res.returncode == 2 and "sampler.replicas" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run([sys.executable, "-m", "potforge", "status", str(tmp_path)], capture_output=True, text=True)
     assert res.returncode == 2 and "not a campaign directory" in res.stderr
+
+
+@pytest.mark.parametrize("name", ["quickstart", "paper", "gpaw"])
+def test_example_configs_are_valid(name):
+    root = Path(__file__).resolve().parents[2] / "examples"
+    cfg = parse_config(yaml.safe_load((root / f"{name}.yaml").read_text()), name)
+    assert cfg.training.n_members == 8
+
+
+def test_slurm_example_builds_a_parsl_config(tmp_path):
+    from potforge.engine import EngineConfig, _parsl_config
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    engine = EngineConfig(**yaml.safe_load((root / "slurm.yaml").read_text())["engine"])
+    config = _parsl_config(engine, tmp_path)
+    labels = {ex.label: type(ex.provider).__name__ for ex in config.executors}
+    assert labels == {"cpu": "SlurmProvider", "gpu": "SlurmProvider"}

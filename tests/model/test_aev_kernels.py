@@ -76,17 +76,17 @@ def test_forward_vjp_jvp_match_autograd_reference(params):
     vjp_c = op.vjp(cot)
     for m in range(3):
         (vjp_ref,) = torch.autograd.grad(ref, vec_leaf, cot[m], retain_graph=True)
-        torch.testing.assert_close(vjp_c[m], vjp_ref, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(vjp_c[:, m], vjp_ref, rtol=1e-10, atol=1e-10)
 
     # JVP = derivative of the VJP with respect to the cotangent, checked through autograd
-    tangent = torch.randn((2, *vec.shape), generator=gen, dtype=torch.float64)
+    tangent = torch.randn((vec.shape[0], 2, 3), generator=gen, dtype=torch.float64)
     cot_leaf = cot[:2].clone().requires_grad_(True)
     out = op.vjp_differentiable(cot_leaf)
     (jvp_c,) = torch.autograd.grad((out * tangent).sum(), cot_leaf)
     for m in range(2):
         c = cot[m].clone().requires_grad_(True)
         (g,) = torch.autograd.grad(ref, vec_leaf, c, create_graph=True)
-        (jvp_ref,) = torch.autograd.grad((g * tangent[m]).sum(), c, retain_graph=True)
+        (jvp_ref,) = torch.autograd.grad((g * tangent[:, m]).sum(), c, retain_graph=True)
         torch.testing.assert_close(jvp_c[m], jvp_ref, rtol=1e-10, atol=1e-10)
 
 

@@ -261,14 +261,14 @@ class AEVOperator:
         return self._aev
 
     def vjp(self, grad_aev: torch.Tensor) -> torch.Tensor:
-        """grad_aev (M, n_atoms, n_features) -> d(sum grad_aev * aev)/d vec, (M, n_edges, 3)."""
+        """grad_aev (M, n_atoms, n_features) -> d(sum grad_aev[m] * aev)/d vec, (n_edges, M, 3)."""
         if self._args is not None:
             return self._args.vjp(grad_aev)
         self.forward()
         out = [
             torch.autograd.grad(self._aev_graph, self._vec_leaf, g, retain_graph=True)[0] for g in grad_aev.unbind(0)
         ]
-        return torch.stack(out)
+        return torch.stack(out, dim=1)
 
     def vjp_differentiable(self, grad_aev: torch.Tensor) -> torch.Tensor:
         """Like :meth:`vjp`, but differentiable with respect to ``grad_aev`` (for force training)."""
@@ -279,4 +279,4 @@ class AEVOperator:
             torch.autograd.grad(self._aev_graph, self._vec_leaf, g, retain_graph=True, create_graph=True)[0]
             for g in grad_aev.unbind(0)
         ]
-        return torch.stack(out)
+        return torch.stack(out, dim=1)

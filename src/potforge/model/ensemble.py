@@ -41,16 +41,15 @@ class Prediction:
 
 
 def edge_to_atom_forces(gvec: torch.Tensor, graph: NeighborGraph, n_atoms: int) -> torch.Tensor:
-    """Forces (K, n_atoms, 3) from energy gradients wrt edge vectors gvec (K, n_edges, 3).
+    """Forces (K, n_atoms, 3) from energy gradients wrt edge vectors gvec (n_edges, K, 3).
 
     vec_e = r_neighbor - r_center (+ shift), so dE/dr gets +g at the neighbour and -g at the
     centre; forces are -dE/dr.
     """
-    k, e = gvec.shape[0], gvec.shape[1]
-    g = gvec.permute(1, 0, 2).reshape(e, k * 3)  # index_add along a leading dim is the fast path
-    f = g.new_zeros(n_atoms, k * 3)
-    f.index_add_(0, graph.centers, g)
-    f.index_add_(0, graph.neighbors, g.neg())  # (alpha=-1 is a 5x slower path on CPU)
+    e, k = gvec.shape[0], gvec.shape[1]
+    g = gvec.reshape(e, k * 3)  # index_add along the leading dim is the fast path
+    f = g.new_zeros(n_atoms, k * 3).index_add_(0, graph.centers, g)
+    f = f - g.new_zeros(n_atoms, k * 3).index_add_(0, graph.neighbors, g)  # (alpha=-1 is 5x slower)
     return f.reshape(n_atoms, k, 3).permute(1, 0, 2)
 
 
@@ -185,7 +184,7 @@ class ANIEnsemble(nn.Module):
                 return out
             per_member = member_forces
             cot = grad_aev if per_member else grad_aev.mean(0, keepdim=True)
-            gvec = op.vjp(cot)  # (K, E, 3): dE/d(edge vector)
+            gvec = op.vjp(cot)  # (E, K, 3): dE/d(edge vector)
             if forces:
                 f = edge_to_atom_forces(gvec, graph, batch.n_atoms)
                 if per_member:
@@ -200,7 +199,7 @@ class ANIEnsemble(nn.Module):
                     out.forces = f[0]
             if stress:
                 # dE/d(strain)_{ab} = sum_e vec_{e,a} dE/dvec_{e,b}; stress = that / volume
-                virial = torch.einsum("ea,keb->keab", vec, gvec)
+                virial = torch.einsum("ea,ekb->keab", vec, gvec)
                 w = torch.stack([virial[:, lo:hi].sum(1) for lo, hi in pairwise(graph.edge_offsets)], 1)
                 w = 0.5 * (w + w.transpose(-1, -2))
                 vol = batch.volumes().to(w.dtype)

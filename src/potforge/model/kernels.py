@@ -219,10 +219,10 @@ class KernelArgs:
         return out
 
     def vjp(self, grad_aev: torch.Tensor) -> torch.Tensor:
-        """grad_aev (M, n_centers, n_features) -> gradient wrt edge vectors (M, n_edges, 3)."""
+        """grad_aev (M, n_centers, n_features) -> gradient wrt edge vectors (n_edges, M, 3)."""
         g = grad_aev.detach().to(self.vec.dtype).contiguous()
         m = g.shape[0]
-        out = torch.empty(m, self.n_edges, 3, dtype=self.vec.dtype)
+        out = torch.empty(self.n_edges, m, 3, dtype=self.vec.dtype)
         _check(
             self.lib.aev_vjp(
                 self.n_centers, self.n_edges, *self._common(), m, _ptr(g), _ptr(out), torch.get_num_threads()
@@ -231,9 +231,9 @@ class KernelArgs:
         return out
 
     def jvp(self, tangent_vec: torch.Tensor) -> torch.Tensor:
-        """tangent_vec (M, n_edges, 3) -> tangent of the AEVs (M, n_centers, n_features)."""
+        """tangent_vec (n_edges, M, 3) -> tangent of the AEVs (M, n_centers, n_features)."""
         t = tangent_vec.detach().to(self.vec.dtype).contiguous()
-        m = t.shape[0]
+        m = t.shape[1]
         out = torch.empty(m, self.n_centers, self.n_features, dtype=self.vec.dtype)
         _check(
             self.lib.aev_jvp(

@@ -66,6 +66,7 @@ class GPAWOracle(Oracle):
         xc: str = "PBE"
         cutoff_eV: float = Field(400.0, gt=0, description="plane-wave cutoff, eV")
         kpoint_density_per_A: float = Field(3.5, gt=0, description="k-points per Å⁻¹ (ASE kptdensity)")
+        kpts: tuple[int, int, int] | None = Field(None, description="explicit Monkhorst-Pack grid (overrides density)")
         smearing: Literal["fermi-dirac", "marzari-vanderbilt", "methfessel-paxton"] = "marzari-vanderbilt"
         smearing_width_eV: float = Field(0.1, gt=0)
         maxiter: int = Field(300, gt=0)
@@ -83,7 +84,7 @@ class GPAWOracle(Oracle):
         from gpaw import GPAW, PW
 
         s = self.settings
-        kpts = kptdensity2monkhorstpack(atoms, kptdensity=s.kpoint_density_per_A, even=False)
+        kpts = s.kpts or kptdensity2monkhorstpack(atoms, kptdensity=s.kpoint_density_per_A, even=False)
         return GPAW(
             mode=PW(s.cutoff_eV),
             xc=s.xc,
@@ -114,6 +115,7 @@ class EspressoOracle(Oracle):
         cutoff_eV: float = Field(540.0, gt=0, description="wavefunction cutoff, eV (converted to Ry)")
         density_cutoff_factor: float = Field(8.0, gt=0, description="ecutrho / ecutwfc")
         kpoint_density_per_A: float = Field(3.5, gt=0)
+        kpts: tuple[int, int, int] | None = Field(None, description="explicit Monkhorst-Pack grid (overrides density)")
         smearing: Literal["mv", "mp", "fd", "gaussian"] = "mv"
         smearing_width_eV: float = Field(0.1, gt=0)
         conv_thr_Ry: float = Field(1e-8, gt=0)
@@ -149,7 +151,7 @@ class EspressoOracle(Oracle):
         }
         for section, entries in s.extra_input.items():
             input_data.setdefault(section, {}).update(entries)
-        kpts = kptdensity2monkhorstpack(atoms, kptdensity=s.kpoint_density_per_A, even=False)
+        kpts = s.kpts or kptdensity2monkhorstpack(atoms, kptdensity=s.kpoint_density_per_A, even=False)
         profile = EspressoProfile(command=s.command, pseudo_dir=s.pseudo_dir)
         return Espresso(
             profile=profile,

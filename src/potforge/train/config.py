@@ -32,8 +32,8 @@ class TrainConfig(BaseModel):
     independent_shuffles: bool = Field(
         False,
         description=(
-            "each member draws its own batches (a step then evaluates the union of the members' batches: "
-            "~3x slower); default: shared batches, members differ by their random initialisation"
+            "each member draws its own batches (a step then evaluates the union of the members' batches, "
+            "several times the work); default: shared batches, members differ by their random initialisation"
         ),
     )
     val_fraction_if_missing: float = Field(0.1, gt=0, lt=1, description="carve a validation set out of train if none")

@@ -276,7 +276,7 @@ int aev_forward(int64_t N, const int64_t *off, const real *vec, const int32_t *n
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* VJP: given cotangents gaev (M, N, F) return gvec (M, E, 3) = sum_f gaev[m,i,f] d aev[i,f] / d vec. */
+/* VJP: given cotangents gaev (M, N, F) return gvec (E, M, 3) = sum_f gaev[m,i,f] d aev[i,f] / d vec[e]. */
 int aev_vjp(int64_t N, int64_t E, const int64_t *off, const real *vec, const int32_t *nspec,
             const int32_t *ip, const real *rp, const int32_t *triu, int64_t M, const real *gaev,
             real *gvec, int nthreads) {
@@ -309,7 +309,7 @@ int aev_vjp(int64_t N, int64_t E, const int64_t *off, const real *vec, const int
                         for (int a = 0; a < NR; a++) dd += g[a] * dgR[a];
                         k = dd / d;
                     }
-                    real *gv = gvec + (m * E + e) * 3;
+                    real *gv = gvec + (e * M + m) * 3;
                     gv[0] = k * x; gv[1] = k * y; gv[2] = k * z;
                 }
             }
@@ -364,7 +364,7 @@ int aev_vjp(int64_t N, int64_t E, const int64_t *off, const real *vec, const int
             }
             for (int64_t m = 0; m < M; m++) {
                 for (int64_t p = 0; p < na; p++) {
-                    real *gv = gvec + (m * E + s.edge[p]) * 3;
+                    real *gv = gvec + (s.edge[p] * M + m) * 3;
                     const real *g = s.gv + 3 * (m * na + p);
                     gv[0] += g[0]; gv[1] += g[1]; gv[2] += g[2];
                 }
@@ -377,7 +377,7 @@ int aev_vjp(int64_t N, int64_t E, const int64_t *off, const real *vec, const int
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* JVP: given tangents tvec (M, E, 3) return taev (M, N, F) = sum_e d aev / d vec_e . tvec[m,e]. */
+/* JVP: given tangents tvec (E, M, 3) return taev (M, N, F) = sum_e d aev / d vec_e . tvec[e,m]. */
 int aev_jvp(int64_t N, int64_t E, const int64_t *off, const real *vec, const int32_t *nspec,
             const int32_t *ip, const real *rp, const int32_t *triu, int64_t M, const real *tvec,
             real *taev, int nthreads) {
@@ -402,7 +402,7 @@ int aev_jvp(int64_t N, int64_t E, const int64_t *off, const real *vec, const int
                 real gR[NR], dgR[NR];
                 radial_terms(&P, d, gR, dgR);
                 for (int64_t m = 0; m < M; m++) {
-                    const real *t = tvec + (m * E + e) * 3;
+                    const real *t = tvec + (e * M + m) * 3;
                     real dd = (x * t[0] + y * t[1] + z * t[2]) / d;
                     real *RESTRICT o = taev + (m * N + i) * P.F + nspec[e] * NR;
 #pragma omp simd
@@ -420,8 +420,8 @@ int aev_jvp(int64_t N, int64_t E, const int64_t *off, const real *vec, const int
                     real dcp[3], dcq[3];
                     dcos(&s, p, q, c, dcp, dcq);
                     for (int64_t m = 0; m < M; m++) {
-                        const real *tp = tvec + (m * E + s.edge[p]) * 3;
-                        const real *tq = tvec + (m * E + s.edge[q]) * 3;
+                        const real *tp = tvec + (s.edge[p] * M + m) * 3;
+                        const real *tq = tvec + (s.edge[q] * M + m) * 3;
                         real dc = dcp[0] * tp[0] + dcp[1] * tp[1] + dcp[2] * tp[2] +
                                   dcq[0] * tq[0] + dcq[1] * tq[1] + dcq[2] * tq[2];
                         real drp = (s.vx[p] * tp[0] + s.vy[p] * tp[1] + s.vz[p] * tp[2]) / s.r[p];

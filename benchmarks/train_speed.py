@@ -1,0 +1,142 @@
+"""Training throughput: potforge's 8 members trained together vs. the same 8 networks trained one
+after another through TorchANI's modules, on the same EMT-labelled frames, in the same run.
+
+Both use Eq. 1 with the force term on (forces by double backpropagation in TorchANI), Adam,
+float32, the ANI-Al AEV and 96-96-64 networks, batches of 8 frames. TorchANI takes one periodic
+cell per call (its batches share one cell), so its batch is a loop over frames.
+Figure of merit: frames per second for all 8 members.
+
+    python benchmarks/train_speed.py [--frames 32] [--steps 2] [--threads 2]   (TorchANI: ~5 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+
+import numpy as np
+import torch
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from potforge.oracle import get_oracle
+from potforge.structures import RandomCellSpec, random_cell
+from potforge.train import FrameSet, TrainConfig, build_model, fit_self_energies
+from potforge.train.loss import frame_losses, predict_with_grad
+from potforge.train.optim import MemberAdam
+
+CELLS = RandomCellSpec(box_min_A=9.0, box_max_A=11.0)
+
+
+def emt_frames(n: int) -> list:
+    oracle = get_oracle("emt")
+    frames = []
+    for k in range(n):
+        atoms = random_cell(CELLS, np.random.default_rng([9, k]))
+        label = oracle.compute(atoms, "/tmp")
+        atoms.calc = SinglePointCalculator(atoms, energy=label.energy, forces=label.forces)
+        frames.append(atoms)
+    return frames
+
+
+def torchani_members(n_members: int) -> list:
+    """n_members independent (AEV computer, networks) pairs built from TorchANI's modules."""
+    import torchani
+    from torchani.aev import AEVComputer
+
+    from potforge.model.aev import AEVParams
+
+    p = AEVParams.ani_al()
+    aev = AEVComputer.from_constants(
+        radial_cutoff=p.radial_cutoff,
+        angular_cutoff=p.angular_cutoff,
+        radial_eta=p.radial_eta,
+        radial_shifts=p.radial_shifts,
+        angular_eta=p.angular_eta,
+        angular_zeta=p.angular_zeta,
+        angular_shifts=p.angular_shifts,
+        sections=p.angular_sections,
+        num_species=1,
+        neighborlist="cell_list",
+    )
+    members = []
+    for _ in range(n_members):
+        net = torchani.nn.ANINetworks({"Al": torchani.nn.AtomicNetwork([96, 96, 96, 64, 1], activation="celu")})
+        members.append(torch.nn.ModuleDict({"aev": aev, "net": net}))
+    return members
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=2, help="optimisation steps timed on each side")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    atoms = emt_frames(args.frames)
+    frames = FrameSet.from_atoms(atoms, ("Al",))
+    n_atoms = [len(a) for a in atoms]
+    print(f"{args.frames} EMT frames of {min(n_atoms)}-{max(n_atoms)} atoms, batches of {args.batch}, "
+          f"8 members, float32, {args.threads} threads")  # fmt: skip
+    cfg = TrainConfig(l0_A2=0.01, dtype="float32")
+    sae = fit_self_energies(frames)
+    batches = [
+        torch.arange(k, k + args.batch) % len(frames) for k in range(0, args.batch * (args.steps + 1), args.batch)
+    ]
+
+    # potforge: one step trains all 8 members on the batch
+    model = build_model(("Al",), cfg, sae)
+    opt = MemberAdam(list(model.networks.parameters()), torch.full((8,), 1e-3))
+
+    def ours(idx):
+        batch, e, f, n = frames.batch(idx, torch.float32)
+        energies, forces = predict_with_grad(model, batch)
+        loss = frame_losses(energies, forces, e, f, batch.system, n, cfg.l0_A2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    ours(batches[0])  # warm-up (kernel compilation)
+    t0 = time.perf_counter()
+    for idx in batches[1:]:
+        ours(idx)
+    t_ours = time.perf_counter() - t0
+
+    # TorchANI: the same 8 networks, one after another, double backpropagation for the forces
+    members = torchani_members(8)
+    optims = [torch.optim.Adam(m["net"].parameters(), lr=1e-3) for m in members]
+
+    def theirs(idx):
+        for member, opt_m in zip(members, optims, strict=True):
+            opt_m.zero_grad()
+            for k in idx.tolist():
+                a = atoms[k]
+                species = torch.zeros(1, len(a), dtype=torch.long)
+                pos = torch.tensor(a.positions, dtype=torch.float32).unsqueeze(0).requires_grad_(True)
+                cell = torch.tensor(a.cell.array, dtype=torch.float32)
+                x = member["aev"](species, pos, cell=cell, pbc=torch.tensor([True, True, True]))
+                energy = member["net"](species, x).sum() + sae[0] * len(a)
+                forces = -torch.autograd.grad(energy, pos, create_graph=True)[0][0]
+                ref_f = torch.tensor(a.get_forces(), dtype=torch.float32)
+                loss = (energy - a.get_potential_energy()) ** 2 + cfg.l0_A2 / len(a) * ((forces - ref_f) ** 2).sum()
+                loss.backward()
+            opt_m.step()
+
+    theirs(batches[0][:1])  # warm-up
+    t0 = time.perf_counter()
+    for idx in batches[1:]:
+        theirs(idx)
+    t_theirs = time.perf_counter() - t0
+
+    n_frames = args.batch * args.steps
+    print(f"{'':<34}{'frames/s':>10}{'wall s':>10}")
+    print(f"{'potforge, 8 members together':<34}{n_frames / t_ours:>10.2f}{t_ours:>10.1f}")
+    print(f"{'TorchANI, 8 members one by one':<34}{n_frames / t_theirs:>10.2f}{t_theirs:>10.1f}")
+    print(f"speed-up: {t_theirs / t_ours:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
