@@ -119,3 +119,36 @@ def test_sampler_resumes_exactly(ani_al32, tmp_path):
     assert state["total_steps"] == summary["total_steps"]
     # (the finished stage keeps its state; resuming a *killed* one is tested in tests/integration)
     assert straight.total_steps >= 600
+
+
+def test_unstable_replicas_are_stopped_with_their_last_sane_frame(ani_al32, tmp_path):
+    cfg = sampler_config()
+    cfg.stability.min_distance_A = 2.3  # random cells start at >= 1.8 Å: every replica "collapses"
+    cfg.uncertainty.energy_eV_per_sqrt_atom = None
+    cfg.uncertainty.force_mean_eV_per_A = None
+    cfg.uncertainty.force_max_eV_per_A = None
+    result = Sampler(ani_al32, cfg, SMALL, tmp_path, seed=3, generation=0).run()
+    unstable = [o for o in result.outcomes if o["outcome"] == "unstable"]
+    assert unstable and all("apart" in o["reason"] for o in unstable)
+    import json
+
+    frame = json.loads((tmp_path / "flagged" / f"{unstable[0]['traj']}.json").read_text())
+    assert frame["outcome"] == "unstable" and frame["sim_time_fs"] == 0.0  # the starting cell was the last sane one
+
+
+def test_strained_cells_deform_affinely(ani_al64):
+    from potforge.sample.config import StrainConfig
+
+    rng = np.random.default_rng(4)
+    atoms = random_cell(SMALL, rng)
+    strain = StrainSchedule.draw(StrainConfig(enabled=True), rng)
+    sched = TemperatureSchedule(t_start_K=300, t_end_K=300, t_mod_K=0, period_fs=1e9, t_max_fs=1e9)
+    rep = new_replica("s", atoms, ani_al64, sched, strain, (4,))
+    evaluate(ani_al64, [rep], members=False)
+    for _ in range(20):
+        drift_and_kick([rep], 1.0, 0.01)
+        evaluate(ani_al64, [rep], members=False)
+        final_kick([rep], 1.0)
+    expected = rep.cell0 @ torch.tensor(strain.deformation(rep.t_fs), dtype=rep.cell.dtype)
+    torch.testing.assert_close(rep.cell, expected)
+    assert not torch.allclose(rep.cell, rep.cell0)
