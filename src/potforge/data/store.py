@@ -92,16 +92,19 @@ class DatasetStore:
             raise DataError(f"cannot open dataset {self.target}: {type(exc).__name__}: {exc}") from None
 
     # --- writing ---------------------------------------------------------------------------
-    def add_pending(self, atoms: Atoms, provenance: Provenance, oracle_name: str, oracle_hash: str) -> str | None:
-        """Register a frame to be labelled. Returns its task id, or None if already present."""
+    def _add(self, atoms: Atoms, status: str, provenance: Provenance, oracle_name: str, oracle_hash: str, **extra):
+        """Write one new row for (structure, oracle); None if that task is already stored."""
         fh = structure_hash(atoms)
         tid = task_id(fh, oracle_hash)
         if self.db.count(task_id=tid):
             return None
         clean = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        results = extra.pop("results", None)
+        if results is not None:
+            clean.calc = SinglePointCalculator(clean, **results)
         self.db.write(
             clean,
-            status="pending",
+            status=status,
             task_id=tid,
             frame_hash=fh,
             oracle=oracle_name,
@@ -112,6 +115,10 @@ class DatasetStore:
             **provenance.key_value_pairs(),
         )
         return tid
+
+    def add_pending(self, atoms: Atoms, provenance: Provenance, oracle_name: str, oracle_hash: str) -> str | None:
+        """Register a frame to be labelled. Returns its task id, or None if already present."""
+        return self._add(atoms, "pending", provenance, oracle_name, oracle_hash)
 
     def record_result(self, result: dict[str, Any], max_attempts: int = 3) -> str:
         """Store one oracle result (the JSON written by the oracle worker). Idempotent: a task
@@ -152,30 +159,11 @@ class DatasetStore:
 
     def add_labelled(self, atoms: Atoms, provenance: Provenance, oracle_name: str, oracle_hash: str) -> str | None:
         """Store a frame that already carries energy/forces (imports). None if already present."""
-        fh = structure_hash(atoms)
-        tid = task_id(fh, oracle_hash)
-        if self.db.count(task_id=tid):
-            return None
         results = atoms.calc.results if atoms.calc is not None else {}
         if "energy" not in results or "forces" not in results:
             raise DataError("an imported frame needs energy and forces")
-        clean = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        clean.calc = SinglePointCalculator(
-            clean,
-            **{k: results[k] for k in ("energy", "free_energy", "forces", "stress") if k in results},
-        )
-        self.db.write(
-            clean,
-            status="ok",
-            task_id=tid,
-            frame_hash=fh,
-            oracle=oracle_name,
-            oracle_hash=oracle_hash,
-            split=split_of(fh, self.split_fractions),
-            attempts=0,
-            **provenance.key_value_pairs(),
-        )
-        return tid
+        kept = {k: results[k] for k in ("energy", "free_energy", "forces", "stress") if k in results}
+        return self._add(atoms, "ok", provenance, oracle_name, oracle_hash, results=kept)
 
     # --- reading ---------------------------------------------------------------------------
     def _row(self, tid: str):

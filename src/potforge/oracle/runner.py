@@ -144,6 +144,19 @@ def label_many(
     workdir.mkdir(parents=True, exist_ok=True)
     oracle_hash = oracle_from_spec(oracle_spec).settings_hash()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
+    done_ids: set[str] = set()
+
+    def fail(task: str, started: float, kind: str, message: str) -> None:
+        """Record a running task's failure (its process cannot: it is dead or being killed)."""
+        write_json_atomic(
+            result_path(inbox, task), failure_record(task, kind, message, oracle_hash, time.time() - started)
+        )
+        claim_path(inbox, task).unlink(missing_ok=True)
+        done_ids.add(task)
+        counts["failed"] += 1
+        if on_result:
+            on_result(task)
+
     remaining = [(tid, at) for tid, at in tasks if not is_done(inbox, tid)]
     counts["skipped"] = len(tasks) - len(remaining)
     while remaining:
@@ -154,7 +167,6 @@ def label_many(
         current: str | None = None
         started = time.time()
         buffer = b""
-        done_ids: set[str] = set()
         try:
             while True:
                 ready, _, _ = select.select([proc.stdout], [], [], _HEARTBEAT_S)
@@ -165,15 +177,7 @@ def label_many(
                         pass
                     if timeout_s is not None and time.time() - started > timeout_s:
                         _kill(proc)
-                        write_json_atomic(
-                            result_path(inbox, current),
-                            failure_record(current, "timeout", f"killed after {timeout_s:g} s", oracle_hash, timeout_s),
-                        )
-                        claim_path(inbox, current).unlink(missing_ok=True)
-                        done_ids.add(current)
-                        counts["failed"] += 1
-                        if on_result:
-                            on_result(current)
+                        fail(current, started, "timeout", f"killed after {timeout_s:g} s")
                         break
                 if not ready:
                     continue
@@ -183,21 +187,12 @@ def label_many(
                     if current is not None and not result_path(inbox, current).exists():
                         err = proc.stderr.read().decode(errors="replace").strip().splitlines()
                         tail = err[-1] if err else ""
-                        write_json_atomic(
-                            result_path(inbox, current),
-                            failure_record(
-                                current,
-                                "crashed",
-                                f"oracle process died (exit code {proc.returncode}) {tail}".strip(),
-                                oracle_hash,
-                                time.time() - started,
-                            ),
+                        fail(
+                            current,
+                            started,
+                            "crashed",
+                            f"oracle process died (exit code {proc.returncode}) {tail}".strip(),
                         )
-                        claim_path(inbox, current).unlink(missing_ok=True)
-                        done_ids.add(current)
-                        counts["failed"] += 1
-                        if on_result:
-                            on_result(current)
                     break
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
