@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
@@ -121,6 +122,38 @@ def _parsl_config(cfg: EngineConfig, run_dir: Path):
     return Config(executors=executors, run_dir=str(run_dir), strategy="simple", initialize_logging=False)
 
 
+PIDS_FILE = "engine-processes.json"
+
+
+def _kill_stale_processes(run_dir: Path) -> int:
+    """Kill the worker processes a killed earlier run left behind (recorded in ``run_dir``).
+
+    Parsl's interchange and workers outlive a SIGKILLed parent; an orphan would keep computing
+    beside the new run (wasting the machine) and hold stage locks. A process is only killed if
+    its pid and start time both match the record, so a recycled pid is never touched.
+    """
+    import json
+
+    import psutil
+
+    path = run_dir / PIDS_FILE
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    killed = 0
+    for pid, created in recorded.items():
+        try:
+            proc = psutil.Process(int(pid))
+            if proc.pid != os.getpid() and abs(proc.create_time() - float(created)) < 1e-3:
+                proc.kill()
+                killed += 1
+        except (psutil.Error, ValueError):
+            continue
+    path.unlink(missing_ok=True)
+    return killed
+
+
 class Engine:
     """A loaded Parsl configuration. Use as a context manager; ``submit`` returns futures."""
 
@@ -148,13 +181,40 @@ class Engine:
         if bindir not in os.environ.get("PATH", "").split(os.pathsep):
             os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        _kill_stale_processes(self.run_dir)
         self._dfk = parsl.load(_parsl_config(self.config, self.run_dir))
         self.labels = [ex.label for ex in self._dfk.config.executors]
+        self._record_processes()
+        # workers start lazily and are replaced; a daemon thread keeps the record current
+        self._stop = threading.Event()
+        self._recorder = threading.Thread(target=self._keep_recording, daemon=True)
+        self._recorder.start()
+
+    def _keep_recording(self) -> None:
+        while not self._stop.wait(5.0):
+            self._record_processes()
+
+    def _record_processes(self) -> None:
+        """Remember this engine's child processes (pid, start time) for the next run's cleanup."""
+        import psutil
+
+        from potforge.oracle.runner import write_json_atomic
+
+        try:
+            children = psutil.Process().children(recursive=True)
+            record = {str(c.pid): c.create_time() for c in children}
+        except psutil.Error:
+            return
+        if record:
+            write_json_atomic(self.run_dir / PIDS_FILE, record)
 
     def shutdown(self) -> None:
         if self._dfk is not None:
+            self._stop.set()
+            self._recorder.join(timeout=30)
             self._dfk.cleanup()
             self._dfk = None
+            (self.run_dir / PIDS_FILE).unlink(missing_ok=True)
 
     def executor_for(self, kind: str) -> str:
         """``cpu`` or ``gpu`` work -> an executor label (falls back to the only/first one)."""
