@@ -72,6 +72,14 @@ def test_tiny_campaign_runs_three_generations(tmp_path):
     assert {e["stage"] for e in events} >= {"label", "train", "sample", "finished"}
     saved = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())
     assert saved["seed"] == 11 and "torch" in saved["versions"]
+    # status: a row per generation and four non-empty plots
+    from potforge.report import campaign_summary, write_campaign_plots
+
+    summary = campaign_summary(tmp_path / "c", state)
+    assert [r["generation"] for r in summary["generations"]] == [0, 1, 2]
+    assert all(r["test_force_rmse_eV_per_A"] is not None for r in summary["generations"])
+    for path in write_campaign_plots(tmp_path / "c", summary):
+        assert path.stat().st_size > 5000
     # a finished campaign is a no-op; another config in the same directory is refused
     assert run_campaign(cfg, tmp_path / "c").finished
     with pytest.raises(ConfigError, match="another configuration"):
