@@ -32,6 +32,20 @@ def stage_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def exclusive_stage(directory: Path, threads: int | None) -> Iterator[dict | None]:
+    """Hold the stage's lock; yield its recorded summary if it is already done, else None."""
+    with stage_lock(directory):
+        if (directory / DONE).exists():
+            yield json.loads((directory / DONE).read_text())
+            return
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        yield None
+
+
 def _mark_done(directory: Path, summary: dict) -> dict:
     from potforge.oracle.runner import write_json_atomic
 
@@ -48,11 +62,9 @@ def train_stage(db: str, out_dir: str, config_json: str, init_model: str | None,
     from potforge.train import TrainConfig, dataset_elements, load_split, train_ensemble
 
     out = Path(out_dir)
-    with stage_lock(out):
-        if (out / DONE).exists():
-            return json.loads((out / DONE).read_text())
-        if threads:
-            torch.set_num_threads(threads)
+    with exclusive_stage(out, threads) as done:
+        if done is not None:
+            return done
         config = TrainConfig.model_validate_json(config_json)
         store = DatasetStore(db)
         elements = dataset_elements(store)
@@ -99,11 +111,9 @@ def sample_stage(
     from potforge.structures import RandomCellSpec
 
     out = Path(out_dir)
-    with stage_lock(out):
-        if (out / DONE).exists():
-            return json.loads((out / DONE).read_text())
-        if threads:
-            torch.set_num_threads(threads)
+    with exclusive_stage(out, threads) as done:
+        if done is not None:
+            return done
         config = SamplerConfig.model_validate_json(sampler_json)
         dtype = torch.float32 if config.dtype == "float32" else torch.float64
         model = load_model(model_path, dtype=dtype)
