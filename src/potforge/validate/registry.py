@@ -27,7 +27,14 @@ BENCHMARK_MODULES = (
     "potforge.validate.elastic",
     "potforge.validate.defects",
     "potforge.validate.paths",
+    "potforge.validate.liquid",
+    "potforge.validate.melting",
+    "potforge.validate.heatcool",
 )
+
+#: Groups run when no ``--only`` is given; the dynamic group (MD: minutes to hours) runs on request
+#: (``--only dynamic`` or ``--only all``).
+DEFAULT_GROUPS = ("static",)
 
 
 @dataclass(frozen=True)
@@ -64,22 +71,25 @@ def benchmarks() -> dict[str, Benchmark]:
 
 
 def select(only: Iterable[str] | str | None = None) -> list[Benchmark]:
-    """Benchmarks named in ``only`` (names or group names, comma-separated strings allowed), in
-    report order; all of them for None. Unknown names raise :class:`PotforgeError`."""
+    """Benchmarks named in ``only`` (names, group names, or ``all``; comma-separated strings
+    allowed), in report order; for None the :data:`DEFAULT_GROUPS` (the static suite). Unknown
+    names raise :class:`PotforgeError`."""
     available = benchmarks()
     if only is None:
-        return list(available.values())
+        return [b for b in available.values() if b.group in DEFAULT_GROUPS]
     if isinstance(only, str):
         only = [only]
     names = [n.strip() for item in only for n in item.split(",") if n.strip()]
     if not names:
         raise PotforgeError("--only needs at least one benchmark name")
+    if "all" in names:
+        return list(available.values())
     groups = {b.group for b in available.values()}
     unknown = [n for n in names if n not in available and n not in groups]
     if unknown:
         raise PotforgeError(
             f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(available)} "
-            f"or a group ({', '.join(sorted(groups))})"
+            f"or a group ({', '.join(sorted(groups))}, all)"
         )
     wanted = set(names)
     return [b for b in available.values() if b.name in wanted or b.group in wanted]

@@ -1,0 +1,39 @@
+"""Solid–liquid coexistence on a cheap oracle (EMT, whose fcc melting point is ≈ 700–900 K with
+this protocol): far above T_m the interface moves into the solid, far below into the liquid."""
+
+from __future__ import annotations
+
+import pytest
+from ase.calculators.emt import EMT
+
+from potforge.validate.dynamics import CalculatorForces, Integrator, solid_fraction_of
+from potforge.validate.melting import coexistence_runs, prepare_slab
+
+EMT_FORCES = CalculatorForces(lambda atoms, directory: EMT())
+
+
+def _coexistence(supercell, temps, prepare_fs, run_fs, seed=0):
+    integ = Integrator(2.0, 100.0, 500.0)
+    slab = prepare_slab(EMT_FORCES, 4.0, "Al", supercell, 0.0001, 800.0, 2400.0, prepare_fs, integ, seed)
+    assert slab.fixed is not None and 0.45 < slab.fixed.mean() < 0.55  # half held, half melted
+    held = solid_fraction_of(slab, slab.fixed)
+    melted = solid_fraction_of(slab, ~slab.fixed)
+    assert held > 0.5 and melted < 0.2  # an explicit interface: crystal below, liquid above
+    return coexistence_runs(slab, temps, EMT_FORCES, settle_fs=100.0, run_fs=run_fs, sample_fs=100.0,
+                            integrator=integ, seed=seed)  # fmt: skip
+
+
+def test_interface_moves_into_the_solid_above_and_into_the_liquid_below_tm():
+    cold, hot = _coexistence((2, 2, 6), [450.0, 1300.0], prepare_fs=300.0, run_fs=800.0)
+    assert hot.slope_per_ps < 0 and hot.solid_fraction[-1] < hot.solid_fraction[1]  # melts
+    assert cold.slope_per_ps > 0 and cold.solid_fraction[-1] > hot.solid_fraction[-1]  # grows
+
+
+@pytest.mark.slow
+def test_coexistence_brackets_the_emt_melting_point():
+    """A larger slab and longer runs: 600 K grows, 1000 K melts (EMT's T_m lies between)."""
+    from potforge.validate.melting import estimate
+
+    trials = _coexistence((3, 3, 10), [600.0, 1000.0], prepare_fs=1000.0, run_fs=4000.0, seed=1)
+    tm, _unc, bracket = estimate(trials)
+    assert bracket == (600.0, 1000.0) and 600 < tm < 1000
