@@ -17,6 +17,7 @@ import time
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
+import numpy as np
 import torch
 from ase.build import bulk
 
@@ -55,7 +56,7 @@ def torchani_energy_forces(model, frames):
     if len(frames) > 1:
         parts = [torchani_energy_forces(model, [a]) for a in frames]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    species = torch.tensor([a.numbers for a in frames])
+    species = torch.tensor(np.array([a.numbers for a in frames]))
     pos = torch.tensor([a.positions for a in frames], dtype=torch.float32).requires_grad_(True)
     cell = torch.tensor(frames[0].cell.array, dtype=torch.float32)
     energies = model((species, pos), cell=cell, pbc=torch.tensor([True, True, True])).energies

@@ -1,4 +1,4 @@
-"""Solid–liquid coexistence on a cheap oracle (EMT, whose fcc melting point is ≈ 700–900 K with
+"""Solid–liquid coexistence on a cheap oracle (EMT, whose fcc melting point is ≈ 550–700 K with
 this protocol): far above T_m the interface moves into the solid, far below into the liquid."""
 
 from __future__ import annotations
