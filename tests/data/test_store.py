@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import h5py
 import numpy as np
@@ -38,6 +39,22 @@ def test_round_trip_is_exact_to_the_bit(tmp_path):
     assert np.array_equal(back.get_stress(), frame.get_stress())
     assert back.get_potential_energy() == frame.get_potential_energy()
     assert back.info["generation"] == 2 and back.info["sim_time_fs"] == 12.5 and back.info["source"] == "test"
+
+
+def test_a_killed_writers_leftover_lock_file_blocks_nothing(tmp_path):
+    # ASE's lock is a file created exclusively; a writer SIGKILLed mid-write leaves it behind
+    db = tmp_path / "d.db"
+    DatasetStore(db)
+    (tmp_path / "d.db.lock").touch()
+    store = DatasetStore(db)
+    # a daemon thread, so that a regression fails this test instead of hanging the session
+    writer = threading.Thread(
+        target=store.add_labelled, args=(labelled_frame(3), Provenance(source="t"), "ref", "h"), daemon=True
+    )
+    writer.start()
+    writer.join(timeout=60)
+    assert not writer.is_alive(), "a write waited on a dead writer's lock file"
+    assert store.count(status="ok") == 1
 
 
 def test_identical_frames_are_stored_once(tmp_path):

@@ -86,7 +86,15 @@ class DatasetStore:
                 raise DataError(f"{path} is a directory, not a database file")
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = connect(self.target, type="postgresql" if _is_url(self.target) else "db", append=True)
+            # No ASE lock file: it is an exclusively created file that a SIGKILLed writer leaves
+            # behind, and every later write then waits on it forever. SQLite's own locks die
+            # with the process that held them, which is the guarantee a crash-proof store needs.
+            self.db = connect(
+                self.target,
+                type="postgresql" if _is_url(self.target) else "db",
+                append=True,
+                use_lock_file=False,
+            )
             self.db.count()  # fail now, not later, on an unreadable file or unreachable server
         except Exception as exc:
             raise DataError(f"cannot open dataset {self.target}: {type(exc).__name__}: {exc}") from None
