@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from ase.calculators.fd import calculate_numerical_forces
 
+from potforge.data import DatasetStore, Provenance
 from potforge.oracle import (
     InvalidResult,
     OracleSetupError,
@@ -39,6 +40,17 @@ def test_emt_label_is_consistent(tmp_path):
     ref.calc = oracle.make_calculator(ref, tmp_path)
     assert label.energy == pytest.approx(ref.get_potential_energy(), abs=1e-12)
     assert oracle_from_spec(oracle.spec()).settings_hash() == oracle.settings_hash()
+
+
+def test_every_settings_hash_can_be_stored(tmp_path):
+    # a bare hex digest such as 70e0235559946268 reads as a float, and ASE refuses to store it
+    hashes = [get_oracle(FAULTY, {"counter_file": f"/c/{k}"}).settings_hash() for k in range(3000)]
+    assert len(set(hashes)) == 3000
+    for h in hashes:
+        with pytest.raises(ValueError):
+            float(h)
+    store = DatasetStore(tmp_path / "d.db")
+    assert store.add_pending(cell(), Provenance(source="t"), "faulty", hashes[0]) is not None
 
 
 @pytest.mark.parametrize(

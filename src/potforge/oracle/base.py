@@ -131,9 +131,11 @@ class Oracle:
         return {"name": self.name, "settings": self.settings.model_dump(mode="json")}
 
     def settings_hash(self) -> str:
-        """Stable hash of the oracle and its settings: labels with equal hashes are comparable."""
+        """Stable hash of the oracle and its settings: labels with equal hashes are comparable.
+        Prefixed with a letter: about one hex digest in 700 (``70e0235559946268``) reads as a
+        number, which ASE's database refuses to store as a string."""
         blob = json.dumps(self.spec(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return "o" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # --- work -------------------------------------------------------------------------------
     def check(self) -> None:
