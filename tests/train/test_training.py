@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from potforge.errors import DataError
 from potforge.model import load_model
 from potforge.train import TrainConfig, build_model, fit_self_energies, frame_losses, predict_with_grad, train_ensemble
 from potforge.train.trainer import CHECKPOINT, warm_start
@@ -69,16 +70,19 @@ def test_resume_continues_exactly(tiny_train, tiny_heldout, tmp_path):
     straight = train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path / "straight", cfg)
     short = cfg.model_copy(update={"max_epochs": 3})
     train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path / "resumed", short)
-    # the run is "killed" after epoch 3; the same settings then resume from the checkpoint
-    ckpt = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)
-    ckpt["config"] = cfg.model_dump_json()
-    torch.save(ckpt, tmp_path / "resumed" / CHECKPOINT)
+    # a run stopped after epoch 3 (killed, or out of budget) continues from its checkpoint
+    # when called again, with the same settings or only a larger budget
+    assert torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)["epoch"] == 3
     resumed = train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path / "resumed", cfg)
     assert resumed.resumed and resumed.epochs == 6
     a = load_model(straight.model_path, dtype=torch.float64).networks.state_dict()
     b = load_model(resumed.model_path, dtype=torch.float64).networks.state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7)
+    with pytest.raises(DataError, match="other training settings"):
+        train_ensemble(
+            tiny_train, tiny_heldout, tiny_heldout, tmp_path / "resumed", cfg.model_copy(update={"lr": 5e-4})
+        )
 
 
 def test_members_differ_and_the_mean_beats_the_average_member(tiny_train, tiny_heldout, tmp_path):

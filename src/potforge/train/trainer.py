@@ -190,7 +190,7 @@ def train_ensemble(
     resumed = False
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt["config"] != config.model_dump_json():
+        if _trajectory_settings(ckpt["config"]) != _trajectory_settings(config.model_dump_json()):
             raise DataError(f"{ckpt_path} was written with other training settings; remove it to start over")
         model.networks.load_state_dict(ckpt["weights"])
         model.self_energies_eV = list(ckpt["self_energies_eV"])
@@ -264,6 +264,16 @@ def train_ensemble(
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_plots(model, state.history, test if len(test) else val, out_dir)
     return TrainResult(model_path, metrics, state.epoch, state.walltime_s, resumed)
+
+
+#: Budgets only say when to stop: raising them continues a finished or stopped run.
+_BUDGETS = ("max_epochs", "max_walltime_s")
+
+
+def _trajectory_settings(config_json: str) -> dict:
+    """The settings that determine the optimisation path (a resumed run must share them)."""
+    settings = json.loads(config_json)
+    return {k: v for k, v in settings.items() if k not in _BUDGETS}
 
 
 def _save_checkpoint(path: Path, model: ANIEnsemble, opt: MemberAdam, gen, state: _State, config: TrainConfig) -> None:
