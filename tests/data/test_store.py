@@ -71,6 +71,15 @@ def test_identical_frames_are_stored_once(tmp_path):
     assert store.count() == 3
 
 
+def test_names_that_read_as_numbers_are_refused_with_the_field_named(tmp_path):
+    store = DatasetStore(tmp_path / "d.db")
+    with pytest.raises(DataError, match="source '2024' would be read back as a number"):
+        store.add_labelled(labelled_frame(4), Provenance(source="2024"), "ref", "h")
+    with pytest.raises(DataError, match="oracle_hash '70e02'"):
+        store.add_pending(labelled_frame(4), Provenance(source="t"), "emt", "70e02")
+    assert store.count() == 0
+
+
 def test_splits_are_deterministic_and_near_their_fractions():
     hashes = [f"{k:08x}" for k in range(4000)]
     splits = [split_of(h) for h in hashes]

@@ -70,6 +70,15 @@ def split_of(frame_hash: str, fractions: tuple[float, float, float] = (0.8, 0.1,
     return "test"
 
 
+def _reads_as_number(text: str) -> bool:
+    """ASE's database refuses string values that parse as numbers ("2024", "70e02")."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
 
@@ -106,6 +115,10 @@ class DatasetStore:
         tid = task_id(fh, oracle_hash)
         if self.db.count(task_id=tid):
             return None
+        names = {"source": provenance.source, "trajectory": provenance.trajectory, "oracle": oracle_name}
+        for key, value in {**names, "oracle_hash": oracle_hash}.items():
+            if _reads_as_number(str(value)):
+                raise DataError(f"{key} {value!r} would be read back as a number; give it a name with a letter in it")
         clean = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
         results = extra.pop("results", None)
         if results is not None:
