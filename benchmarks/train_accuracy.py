@@ -3,7 +3,8 @@ initial-set recipe, II.B.2, default ranges), measured on held-out cells drawn wi
 
 Targets (issue #4): force RMSE <= 0.06 eV/Å and energy RMSE <= 3 meV/atom on the held-out
 cells; the paper's AL-test figures on DFT data were 0.06 eV/Å and 1.9 meV/atom. Prints the
-errors, the settings and the wall time.
+errors, the settings and the wall time. Run it again with the same --out to resume; a larger
+--epochs or --max-walltime-s continues a run that stopped on its budget.
 
     python benchmarks/train_accuracy.py [--cells 400] [--heldout 100] [--epochs 400] [--l0 1.0]
         [--max-walltime-s 10800] [--out runs/bench-accuracy]
