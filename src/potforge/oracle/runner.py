@@ -95,12 +95,13 @@ def failure_record(task_id: str, kind: str, message: str, oracle_hash: str, wall
 
 
 def _set_pdeathsig() -> None:
-    # the child dies with its parent, so an orphaned calculation never completes unobserved
+    # the child stops with its parent, so an orphaned calculation never runs on unobserved;
+    # SIGTERM, not SIGKILL, lets it finish storing a result it already has (see worker.py)
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 

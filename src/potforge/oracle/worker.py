@@ -5,6 +5,10 @@ Labels the job's tasks one by one. For each: claim it (exclusive file create), a
 claim, announce ``OK``/``FAILED <id>``. A task already done or claimed by a live process is
 announced as ``SKIP``. Only failures the oracle can classify are written here; timeouts and
 crashes of this process are recorded by the parent.
+
+When the parent dies this process gets SIGTERM (``PR_SET_PDEATHSIG``). It then exits at once,
+unless it is storing a finished result: that is completed first, so a result that was computed
+is never lost and never computed again.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import socket
 import sys
 import time
@@ -28,7 +33,20 @@ def _claim(path: Path) -> bool:
     return True
 
 
+_storing = False
+_parent_died = False
+
+
+def _on_parent_death(signum: int, frame: object) -> None:
+    global _parent_died
+    if _storing:
+        _parent_died = True  # exit right after the result is on disk
+        return
+    os._exit(128 + signum)
+
+
 def main(job_file: str) -> None:
+    global _storing
     from potforge.oracle import OracleFailure, oracle_from_spec
     from potforge.oracle.runner import (
         claim_is_live,
@@ -39,6 +57,7 @@ def main(job_file: str) -> None:
         write_json_atomic,
     )
 
+    signal.signal(signal.SIGTERM, _on_parent_death)
     with open(job_file, "rb") as f:
         job = pickle.load(f)
     inbox, workdir = Path(job["inbox"]), Path(job["workdir"])
@@ -66,6 +85,7 @@ def main(job_file: str) -> None:
         t0 = time.time()
         try:
             label = oracle.compute(atoms, workdir / task_id)
+            _storing = True
             payload = {
                 "task_id": task_id,
                 "status": "ok",
@@ -78,10 +98,14 @@ def main(job_file: str) -> None:
             }
             word = "OK"
         except OracleFailure as exc:
+            _storing = True
             payload = failure_record(task_id, exc.kind, str(exc), oracle_hash, time.time() - t0)
             word = "FAILED"
         write_json_atomic(result, payload)
         claim.unlink(missing_ok=True)
+        _storing = False
+        if _parent_died:
+            os._exit(0)
         print(f"{word} {task_id}", file=out, flush=True)
 
 
