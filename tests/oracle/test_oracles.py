@@ -6,7 +6,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -144,23 +143,3 @@ def test_gpaw_forces_match_finite_differences(tmp_path):
     numeric = calculate_numerical_forces(probe, eps=5e-3, iatoms=[1], icarts=[0], force_consistent=True)
     assert abs(label.forces[1, 0] - numeric[0, 0]) <= 1e-3
     assert np.abs(label.forces.sum(0)).max() < 1e-3
-
-
-WORKER_SIGNALS = """
-import os, signal, sys
-from potforge.oracle import worker
-signal.signal(signal.SIGTERM, worker._on_parent_death)
-worker._storing = True
-os.kill(os.getpid(), signal.SIGTERM)
-print("result stored", worker._parent_died, flush=True)
-worker._storing = False
-os.kill(os.getpid(), signal.SIGTERM)
-print("still computing after the parent died", flush=True)
-"""
-
-
-def test_a_worker_finishes_storing_but_not_computing_when_its_parent_dies():
-    # the parent's death reaches a worker as SIGTERM (PR_SET_PDEATHSIG)
-    done = subprocess.run([sys.executable, "-c", WORKER_SIGNALS], capture_output=True, text=True)
-    assert done.stdout.splitlines() == ["result stored True"]
-    assert done.returncode == 128 + 15

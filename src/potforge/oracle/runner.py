@@ -10,8 +10,9 @@ past ``timeout_s`` gets its whole process group SIGKILLed; a timeout failure is 
 and a fresh child continues with the remaining tasks. A child that dies (segfault, os._exit,
 out of memory) likewise costs only the calculation it was running, recorded as ``crashed``.
 
-Claims: before computing a task the child creates ``<inbox>/<task>.claim`` (exclusively) and the
-parent refreshes its mtime while the work goes on. Whoever schedules work skips tasks with a
+Claims: before computing a task the child creates ``<inbox>/<task>.claim`` (exclusively) and
+both it and the parent refresh its mtime while the work goes on (a child whose parent was killed
+finishes its calculation alone, see :mod:`potforge.oracle.worker`). Whoever schedules work skips tasks with a
 *live* claim (see :func:`claim_is_live`) instead of computing them a second time; a claim left
 by a dead process goes stale and is ignored.
 """
@@ -74,12 +75,19 @@ def claim_is_live(inbox: Path, task_id: str, stale_s: float | None = None) -> bo
         age = time.time() - path.stat().st_mtime
     except (OSError, ValueError):
         return False
-    if info.get("host") == socket.gethostname():
-        try:
-            os.kill(int(info.get("owner", -1)), 0)
-        except (OSError, ValueError):
-            return False  # owner gone: the claim is stale
+    if info.get("host") == socket.gethostname() and not (_alive(info.get("owner")) or _alive(info.get("worker"))):
+        return False  # the process that claimed it and its owner are both gone: stale
     return age < (CLAIM_STALE_S if stale_s is None else stale_s)
+
+
+def _alive(pid: Any) -> bool:
+    """Whether a process runs (a zombie does not: an orphan may wait long for init to reap it)."""
+    import psutil
+
+    try:
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, TypeError, ValueError):
+        return False
 
 
 def failure_record(task_id: str, kind: str, message: str, oracle_hash: str, walltime_s: float) -> dict[str, Any]:
@@ -95,8 +103,8 @@ def failure_record(task_id: str, kind: str, message: str, oracle_hash: str, wall
 
 
 def _set_pdeathsig() -> None:
-    # the child stops with its parent, so an orphaned calculation never runs on unobserved;
-    # SIGTERM, not SIGKILL, lets it finish storing a result it already has (see worker.py)
+    # the child learns of its parent's death; SIGTERM, not SIGKILL: it finishes the calculation
+    # in hand and stores it, then stops (see worker.py)
     try:
         import ctypes
 
@@ -162,7 +170,8 @@ def label_many(
     counts["skipped"] = len(tasks) - len(remaining)
     while remaining:
         with tempfile.NamedTemporaryFile(dir=workdir, suffix=".job", delete=False) as f:
-            pickle.dump({"spec": oracle_spec, "tasks": remaining, "inbox": str(inbox), "workdir": str(workdir)}, f)
+            job = {"spec": oracle_spec, "tasks": remaining, "inbox": str(inbox), "workdir": str(workdir)}
+            pickle.dump(job | {"timeout_s": timeout_s}, f)
             job_file = Path(f.name)
         proc = _spawn(job_file)
         current: str | None = None

@@ -1,0 +1,100 @@
+"""An oracle worker whose caller was killed: it finishes the calculation in hand, stores it and
+stops; between calculations it stops at once, with the oracle's own child processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from potforge.oracle import get_oracle
+from potforge.oracle.runner import claim_is_live
+
+FAULTY = "python:potforge.oracle.fake:FaultyEMT"
+
+CALLER = """
+import json, sys
+from potforge.oracle.runner import label_many
+from potforge.structures import crystal
+spec, inbox, work, timeout_s = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
+tasks = [("tA", crystal("fcc", 16.5).repeat(2)), ("tB", crystal("fcc", 16.6).repeat(2))]
+label_many(spec, tasks, inbox, work, timeout_s=timeout_s)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan killed here may wait a while for init to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in "ZX"
+
+
+def _wait(condition, timeout_s: float = 30.0) -> bool:
+    end = time.time() + timeout_s
+    while time.time() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _kill_caller_mid_calculation(tmp_path: Path, settings: dict, timeout_s: float) -> tuple[Path, int]:
+    """Start label_many in a process, SIGKILL it while its worker computes task tA; return the
+    inbox and the worker's pid."""
+    inbox = tmp_path / "inbox"
+    spec = get_oracle(FAULTY, settings).spec()
+    args = [json.dumps(spec), str(inbox), str(tmp_path / "work"), str(timeout_s)]
+    caller = subprocess.Popen([sys.executable, "-c", CALLER, *args])
+    claim = inbox / "tA.claim"
+    assert _wait(lambda: claim.exists() and claim.read_text()), "the worker never claimed its task"
+    worker = json.loads(claim.read_text())["worker"]
+    caller.send_signal(signal.SIGKILL)
+    caller.wait()
+    return inbox, worker
+
+
+def test_an_orphan_finishes_and_stores_its_calculation_then_stops(tmp_path):
+    counter = tmp_path / "calls.txt"
+    settings = {"mode": "ok", "delay_s": 3.0, "counter_file": str(counter)}
+    inbox, worker = _kill_caller_mid_calculation(tmp_path, settings, timeout_s=60)
+    # while it computes alone its claim stays live, so a new run waits instead of repeating it
+    assert _running(worker) and claim_is_live(inbox, "tA", stale_s=60)
+    assert _wait(lambda: not _running(worker)), "the orphan did not stop"
+    assert json.loads((inbox / "tA.json").read_text())["status"] == "ok"
+    assert counter.read_text().split() and len(counter.read_text().split()) == 1
+    assert not (inbox / "tA.claim").exists()
+    assert not (inbox / "tB.json").exists() and not (inbox / "tB.claim").exists()  # it took no new task
+
+
+def test_an_orphan_enforces_the_timeout_itself(tmp_path):
+    inbox, worker = _kill_caller_mid_calculation(tmp_path, {"mode": "hang"}, timeout_s=2)
+    assert _wait(lambda: not _running(worker), timeout_s=20), "the hung orphan was not stopped"
+    result = json.loads((inbox / "tA.json").read_text())
+    assert result["status"] == "failed" and result["kind"] == "timeout"
+    assert not claim_is_live(inbox, "tA", stale_s=60)
+
+
+BETWEEN_TASKS = """
+import os, signal, subprocess
+from potforge.oracle import worker
+signal.signal(signal.SIGTERM, worker._on_parent_death)
+code = subprocess.Popen(["sleep", "60"])  # stands for a DFT code the oracle started
+print(code.pid, flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+print("went on after the parent died", flush=True)
+"""
+
+
+def test_between_calculations_an_orphan_stops_at_once_with_its_children():
+    # the worker is a session leader, as the runner starts it
+    done = subprocess.run(
+        [sys.executable, "-c", BETWEEN_TASKS], capture_output=True, text=True, start_new_session=True, timeout=30
+    )
+    (code_pid,) = done.stdout.split()
+    assert done.returncode == -signal.SIGKILL
+    assert _wait(lambda: not _running(int(code_pid)), timeout_s=5)
