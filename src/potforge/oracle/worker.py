@@ -136,6 +136,10 @@ def _label_one(oracle: Any, task_id: str, atoms: Any) -> None:
         claim.unlink(missing_ok=True)
         return _say("SKIP", task_id)
     _task.task_id, _task.claim, _task.started = task_id, claim, time.time()
+    if _task.parent_died:  # before this calculation began: leave it to the next run
+        _task.task_id = _task.claim = None
+        claim.unlink(missing_ok=True)
+        return None
     _say("START", task_id)
     try:
         label = oracle.compute(atoms, workdir / task_id)
