@@ -130,7 +130,8 @@ def _kill_stale_processes(run_dir: Path) -> int:
 
     Parsl's interchange and workers outlive a SIGKILLed parent; an orphan would keep computing
     beside the new run (wasting the machine) and hold stage locks. A process is only killed if
-    its pid and start time both match the record, so a recycled pid is never touched.
+    its pid and start time both match the record, so a recycled pid is never touched. Oracle
+    workers are spared: each finishes the calculation in hand, stores it and stops by itself.
     """
     import json
 
@@ -145,9 +146,12 @@ def _kill_stale_processes(run_dir: Path) -> int:
     for pid, created in recorded.items():
         try:
             proc = psutil.Process(int(pid))
-            if proc.pid != os.getpid() and abs(proc.create_time() - float(created)) < 1e-3:
-                proc.kill()
-                killed += 1
+            if proc.pid == os.getpid() or abs(proc.create_time() - float(created)) >= 1e-3:
+                continue
+            if "potforge.oracle.worker" in proc.cmdline():
+                continue  # finishing the calculation in hand, then it stops (oracle/worker.py)
+            proc.kill()
+            killed += 1
         except (psutil.Error, ValueError):
             continue
     path.unlink(missing_ok=True)

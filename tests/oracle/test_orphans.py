@@ -98,3 +98,24 @@ def test_between_calculations_an_orphan_stops_at_once_with_its_children():
     (code_pid,) = done.stdout.split()
     assert done.returncode == -signal.SIGKILL
     assert _wait(lambda: not _running(int(code_pid)), timeout_s=5)
+
+
+def test_a_new_run_spares_the_killed_runs_oracle_workers(tmp_path):
+    # a re-run kills the engine processes the killed run left behind, but not an oracle worker
+    # finishing its calculation: killing it would throw that calculation away
+    import psutil
+
+    from potforge.engine import PIDS_FILE, _kill_stale_processes
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    parsl_worker = subprocess.Popen(sleeper)
+    oracle_worker = subprocess.Popen([*sleeper, "potforge.oracle.worker"])
+    try:
+        procs = [psutil.Process(p.pid) for p in (parsl_worker, oracle_worker)]
+        (tmp_path / PIDS_FILE).write_text(json.dumps({str(p.pid): p.create_time() for p in procs}))
+        assert _kill_stale_processes(tmp_path) == 1
+        assert parsl_worker.wait(timeout=10) == -signal.SIGKILL
+        assert oracle_worker.poll() is None
+    finally:
+        oracle_worker.kill()
+        oracle_worker.wait()
