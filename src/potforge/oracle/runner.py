@@ -11,10 +11,10 @@ and a fresh child continues with the remaining tasks. A child that dies (segfaul
 out of memory) likewise costs only the calculation it was running, recorded as ``crashed``.
 
 Claims: before computing a task the child creates ``<inbox>/<task>.claim`` (exclusively) and
-both it and the parent refresh its mtime while the work goes on (a child whose parent was killed
-finishes its calculation alone, see :mod:`potforge.oracle.worker`). Whoever schedules work skips tasks with a
-*live* claim (see :func:`claim_is_live`) instead of computing them a second time; a claim left
-by a dead process goes stale and is ignored.
+both it and the parent refresh its mtime while the work goes on (a child whose parent was
+killed finishes its calculation alone, see :mod:`potforge.oracle.worker`). Whoever schedules
+work skips tasks with a *live* claim (see :func:`claim_is_live`) instead of computing them a
+second time; a claim left by a dead process goes stale and is ignored.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from ase import Atoms
 
 #: A claim whose mtime is older than this (seconds) belongs to a dead worker.
 CLAIM_STALE_S = float(os.environ.get("POTFORGE_CLAIM_STALE_S", "60"))
-_HEARTBEAT_S = 2.0
+#: How often (seconds) the claim of a running calculation is refreshed.
+HEARTBEAT_S = 2.0
 
 
 def result_path(inbox: Path, task_id: str) -> Path:
@@ -179,10 +180,11 @@ def label_many(
         buffer = b""
         try:
             while True:
-                ready, _, _ = select.select([proc.stdout], [], [], _HEARTBEAT_S)
+                ready, _, _ = select.select([proc.stdout], [], [], HEARTBEAT_S)
                 if current is not None:
+                    # heartbeat, besides the worker's own: a calculation holding the GIL can starve that
                     try:
-                        os.utime(claim_path(inbox, current))  # heartbeat: the claim stays live
+                        os.utime(claim_path(inbox, current))
                     except OSError:
                         pass
                     if timeout_s is not None and time.time() - started > timeout_s:

@@ -28,8 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-_HEARTBEAT_S = 2.0
-
 
 def _claim(path: Path) -> bool:
     try:
@@ -101,8 +99,10 @@ def _give_up(task_id: str, timeout_s: float) -> None:
 
 def _heartbeat() -> None:
     """Keep the claim of the calculation in hand live, whether or not the parent still does."""
+    from potforge.oracle.runner import HEARTBEAT_S
+
     while True:
-        time.sleep(_HEARTBEAT_S)
+        time.sleep(HEARTBEAT_S)
         claim = _task.claim
         if claim is not None:
             try:
