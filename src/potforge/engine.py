@@ -137,6 +137,8 @@ def _kill_stale_processes(run_dir: Path) -> int:
 
     import psutil
 
+    from potforge.oracle.runner import WORKER_MODULE
+
     path = run_dir / PIDS_FILE
     try:
         recorded = json.loads(path.read_text())
@@ -148,7 +150,7 @@ def _kill_stale_processes(run_dir: Path) -> int:
             proc = psutil.Process(int(pid))
             if proc.pid == os.getpid() or abs(proc.create_time() - float(created)) >= 1e-3:
                 continue
-            if "potforge.oracle.worker" in proc.cmdline():
+            if WORKER_MODULE in proc.cmdline():
                 continue  # finishing the calculation in hand, then it stops (oracle/worker.py)
             proc.kill()
             killed += 1

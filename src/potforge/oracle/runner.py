@@ -37,6 +37,8 @@ from ase import Atoms
 
 #: A claim whose mtime is older than this (seconds) belongs to a dead worker.
 CLAIM_STALE_S = float(os.environ.get("POTFORGE_CLAIM_STALE_S", "60"))
+#: The module each oracle calculation runs in (``python -m WORKER_MODULE JOB``).
+WORKER_MODULE = "potforge.oracle.worker"
 #: How often (seconds) the claim of a running calculation is refreshed.
 HEARTBEAT_S = 2.0
 
@@ -119,7 +121,7 @@ def _spawn(job_file: Path) -> subprocess.Popen:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", env.get("POTFORGE_ORACLE_THREADS", "1"))
     return subprocess.Popen(
-        [sys.executable, "-m", "potforge.oracle.worker", str(job_file)],
+        [sys.executable, "-m", WORKER_MODULE, str(job_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -171,8 +173,14 @@ def label_many(
     counts["skipped"] = len(tasks) - len(remaining)
     while remaining:
         with tempfile.NamedTemporaryFile(dir=workdir, suffix=".job", delete=False) as f:
-            job = {"spec": oracle_spec, "tasks": remaining, "inbox": str(inbox), "workdir": str(workdir)}
-            pickle.dump(job | {"timeout_s": timeout_s}, f)
+            job = {
+                "spec": oracle_spec,
+                "tasks": remaining,
+                "inbox": str(inbox),
+                "workdir": str(workdir),
+                "timeout_s": timeout_s,
+            }
+            pickle.dump(job, f)
             job_file = Path(f.name)
         proc = _spawn(job_file)
         current: str | None = None
