@@ -5,7 +5,9 @@ Energy + forces (ensemble mean, as MD needs), float32, on rattled FCC aluminium 
 list (one system per call: it does not batch). Times are the best of several repeats after
 a warm-up (compilation, caches).
 
-    python benchmarks/model_speed.py [--threads 2] [--repeats 5]
+    python benchmarks/model_speed.py [--threads 2] [--repeats 5] [--device cpu]
+
+With ``--device cuda`` both run on the GPU (TorchANI without its optional CUDA extensions).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 from ase.build import bulk
 
+from potforge.devices import device_name, resolve_device, synchronize
 from potforge.model import atoms_to_batch, load_model
 from potforge.model.io import PUBLISHED_MODELS
 from potforge.units import HARTREE_EV
@@ -32,12 +35,14 @@ def fcc(reps, seed):
     return atoms
 
 
-def best_of(fn, repeats):
+def best_of(fn, repeats, device=torch.device("cpu")):
     fn()  # warm-up
     times = []
     for _ in range(repeats):
+        synchronize(device)
         t0 = time.perf_counter()
         fn()
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return min(times) * 1e3
 
@@ -51,15 +56,17 @@ def torchani_model():
     return ANI(symbols, aev, load_ensemble(symbols, root / "train", 8), load_sae(root / "sae_linfit.dat"))
 
 
-def torchani_energy_forces(model, frames):
+def torchani_energy_forces(model, frames, device=torch.device("cpu")):
     """TorchANI's cell list takes one system per call, so a batch is a loop over its cells."""
     if len(frames) > 1:
-        parts = [torchani_energy_forces(model, [a]) for a in frames]
+        parts = [torchani_energy_forces(model, [a], device) for a in frames]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    species = torch.tensor(np.array([a.numbers for a in frames]))
-    pos = torch.tensor([a.positions for a in frames], dtype=torch.float32).requires_grad_(True)
-    cell = torch.tensor(frames[0].cell.array, dtype=torch.float32)
-    energies = model((species, pos), cell=cell, pbc=torch.tensor([True, True, True])).energies
+    species = torch.tensor(np.array([a.numbers for a in frames]), device=device)
+    pos = torch.tensor(np.array([a.positions for a in frames]), dtype=torch.float32, device=device)
+    pos.requires_grad_(True)
+    cell = torch.tensor(frames[0].cell.array, dtype=torch.float32, device=device)
+    pbc = torch.tensor([True, True, True], device=device)
+    energies = model((species, pos), cell=cell, pbc=pbc).energies
     forces = -torch.autograd.grad(energies.sum(), pos)[0]
     return energies.detach() * HARTREE_EV, forces
 
@@ -68,27 +75,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    ours = load_model("ani-al", dtype=torch.float32)
-    theirs = torchani_model()
+    device = resolve_device(args.device)
+    ours = load_model("ani-al", dtype=torch.float32, device=device)
+    theirs = torchani_model().to(device)
 
     cases = {
         "1,000 atoms": [fcc((5, 5, 10), 1)],
         "4,000 atoms": [fcc((10, 10, 10), 2)],
         "64 cells x 108 atoms": [fcc((3, 3, 3), 100 + k) for k in range(64)],
     }
-    print(f"ANI-Al, 8 members, float32, {args.threads} threads, {platform.processor() or platform.machine()}")
+    where = device_name(device) if device.type != "cpu" else platform.processor() or platform.machine()
+    print(f"ANI-Al, 8 members, float32, {args.threads} threads, {where}")
     print(f"{'system':<22}{'potforge ms':>13}{'torchani ms':>13}{'speed-up':>10}{'ms/1000 atoms':>15}")
     results = {}
     for name, frames in cases.items():
         batch = atoms_to_batch(frames, ours)
-        t_ours = best_of(lambda batch=batch: ours.evaluate(batch, forces=True), args.repeats)
+        t_ours = best_of(lambda batch=batch: ours.evaluate(batch, forces=True), args.repeats, device)
         # sanity: both compute the same thing
-        e_ours = ours.evaluate(batch).energy
-        e_theirs, _ = torchani_energy_forces(theirs, frames)
+        e_ours = ours.evaluate(batch).energy.cpu()
+        e_theirs = torchani_energy_forces(theirs, frames, device)[0].cpu()
         assert torch.allclose(e_ours, e_theirs.double(), atol=1e-3 * len(frames[0])), "energies disagree"
-        t_theirs = best_of(lambda frames=frames: torchani_energy_forces(theirs, frames), max(1, args.repeats // 2))
+        t_theirs = best_of(
+            lambda frames=frames: torchani_energy_forces(theirs, frames, device), max(1, args.repeats // 2), device
+        )
         n_atoms = sum(len(a) for a in frames)
         results[name] = t_ours
         print(f"{name:<22}{t_ours:>13.1f}{t_theirs:>13.1f}{t_theirs / t_ours:>9.1f}x{t_ours / n_atoms * 1000:>15.1f}")

@@ -7,7 +7,10 @@ errors, the settings and the wall time. Run it again with the same --out to resu
 --epochs or --max-walltime-s continues a run that stopped on its budget.
 
     python benchmarks/train_accuracy.py [--cells 400] [--heldout 100] [--epochs 400] [--l0 1.0]
-        [--max-walltime-s 10800] [--out runs/bench-accuracy]
+        [--max-walltime-s 10800] [--out runs/bench-accuracy] [--device cpu] [--init MODEL]
+
+--init warm-starts every member from a model (e.g. an earlier run's model.pt) instead of
+random weights: a second stage with other settings (a larger ℓ0, say) after a first.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
+from potforge.model import load_model
 from potforge.oracle import get_oracle
 from potforge.structures import RandomCellSpec, random_cells
 from potforge.train import FrameSet, TrainConfig, train_ensemble
@@ -54,6 +58,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--max-walltime-s", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--init", type=Path, default=None, help="warm start from this model file")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-accuracy"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -71,6 +77,7 @@ def main() -> None:
         lr_patience_epochs=args.patience,
         max_epochs=args.epochs,
         max_walltime_s=args.max_walltime_s,
+        device=args.device,
     )
     print(f"train {len(train)} / val {len(val)} / held-out {len(test)} cells "
           f"({int(train.n_atoms.sum())} training atoms); settings: {cfg.model_dump_json()}")  # fmt: skip
@@ -82,14 +89,15 @@ def main() -> None:
                   f"F {r['val_force_rmse_eV_per_A']:.3f} eV/Å, lr {max(r['lr']):.1e}, {r['walltime_s']:.0f} s",
                   flush=True)  # fmt: skip
 
-    result = train_ensemble(train, val, test, args.out / "model", cfg, progress=show)
+    init = load_model(args.init) if args.init else None
+    result = train_ensemble(train, val, test, args.out / "model", cfg, init_model=init, progress=show)
     held = result.metrics["test"]["ensemble"]
     print(json.dumps(held, indent=2))
     print(
         f"held-out ensemble RMSE: energy {held['energy_rmse_meV_per_atom']:.2f} meV/atom (target 3), "
         f"force {held['force_rmse_eV_per_A']:.3f} eV/Å (target 0.06); "
         f"{result.epochs} epochs, training {result.walltime_s / 60:.1f} min, total {(time.time() - t0) / 60:.1f} min "
-        f"on {args.threads} threads"
+        f"on {args.threads} threads, device {args.device}"
     )
     np.savetxt(args.out / "heldout_rmse.txt", [held["energy_rmse_meV_per_atom"], held["force_rmse_eV_per_A"]])
 

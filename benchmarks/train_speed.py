@@ -6,7 +6,8 @@ float32, the ANI-Al AEV and 96-96-64 networks, batches of 8 frames. TorchANI tak
 cell per call (its batches share one cell), so its batch is a loop over frames.
 Figure of merit: frames per second for all 8 members.
 
-    python benchmarks/train_speed.py [--frames 32] [--steps 2] [--threads 2]   (TorchANI: ~5 min)
+    python benchmarks/train_speed.py [--frames 32] [--steps 2] [--threads 2] [--device cpu]
+        (TorchANI on 2 CPU cores: ~5 min)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from potforge.devices import device_name, resolve_device, synchronize
 from potforge.oracle import get_oracle
 from potforge.structures import RandomCellSpec, random_cell
 from potforge.train import FrameSet, TrainConfig, build_model, fit_self_energies
@@ -74,13 +76,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2, help="optimisation steps timed on each side")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     atoms = emt_frames(args.frames)
     frames = FrameSet.from_atoms(atoms, ("Al",))
     n_atoms = [len(a) for a in atoms]
     print(f"{args.frames} EMT frames of {min(n_atoms)}-{max(n_atoms)} atoms, batches of {args.batch}, "
-          f"8 members, float32, {args.threads} threads")  # fmt: skip
+          f"8 members, float32, {args.threads} threads, {device_name(device)}")  # fmt: skip
     cfg = TrainConfig(l0_A2=0.01, dtype="float32")
     sae = fit_self_energies(frames)
     batches = [
@@ -88,11 +92,11 @@ def main() -> None:
     ]
 
     # potforge: one step trains all 8 members on the batch
-    model = build_model(("Al",), cfg, sae)
+    model = build_model(("Al",), cfg, sae).to(device)
     opt = MemberAdam(list(model.networks.parameters()), torch.full((8,), 1e-3))
 
     def ours(idx):
-        batch, e, f, n = frames.batch(idx, torch.float32)
+        batch, e, f, n = frames.batch(idx, torch.float32, device)
         energies, forces = predict_with_grad(model, batch)
         loss = frame_losses(energies, forces, e, f, batch.system, n, cfg.l0_A2).sum()
         opt.zero_grad()
@@ -100,13 +104,15 @@ def main() -> None:
         opt.step()
 
     ours(batches[0])  # warm-up (kernel compilation)
+    synchronize(device)
     t0 = time.perf_counter()
     for idx in batches[1:]:
         ours(idx)
+    synchronize(device)
     t_ours = time.perf_counter() - t0
 
     # TorchANI: the same 8 networks, one after another, double backpropagation for the forces
-    members = torchani_members(8)
+    members = [m.to(device) for m in torchani_members(8)]
     optims = [torch.optim.Adam(m["net"].parameters(), lr=1e-3) for m in members]
 
     def theirs(idx):
@@ -114,21 +120,23 @@ def main() -> None:
             opt_m.zero_grad()
             for k in idx.tolist():
                 a = atoms[k]
-                species = torch.zeros(1, len(a), dtype=torch.long)
-                pos = torch.tensor(a.positions, dtype=torch.float32).unsqueeze(0).requires_grad_(True)
-                cell = torch.tensor(a.cell.array, dtype=torch.float32)
-                x = member["aev"](species, pos, cell=cell, pbc=torch.tensor([True, True, True]))
+                species = torch.zeros(1, len(a), dtype=torch.long, device=device)
+                pos = torch.tensor(a.positions, dtype=torch.float32, device=device).unsqueeze(0).requires_grad_(True)
+                cell = torch.tensor(a.cell.array, dtype=torch.float32, device=device)
+                x = member["aev"](species, pos, cell=cell, pbc=torch.tensor([True, True, True], device=device))
                 energy = member["net"](species, x).sum() + sae[0] * len(a)
                 forces = -torch.autograd.grad(energy, pos, create_graph=True)[0][0]
-                ref_f = torch.tensor(a.get_forces(), dtype=torch.float32)
+                ref_f = torch.tensor(a.get_forces(), dtype=torch.float32, device=device)
                 loss = (energy - a.get_potential_energy()) ** 2 + cfg.l0_A2 / len(a) * ((forces - ref_f) ** 2).sum()
                 loss.backward()
             opt_m.step()
 
     theirs(batches[0][:1])  # warm-up
+    synchronize(device)
     t0 = time.perf_counter()
     for idx in batches[1:]:
         theirs(idx)
+    synchronize(device)
     t_theirs = time.perf_counter() - t0
 
     n_frames = args.batch * args.steps

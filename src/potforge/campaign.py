@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 from ase import Atoms
+from pydantic import ValidationError
 
 from potforge.config import CampaignConfig
 from potforge.data import DatasetStore, Provenance
@@ -79,6 +80,24 @@ def _versions() -> dict[str, str]:
     return out
 
 
+#: Settings that say where a stage runs, not what it computes: a campaign started on a laptop
+#: may go on on a GPU node.
+_PLACEMENT = (("training", "device"), ("sampler", "device"))
+
+
+def _comparable(recorded: dict | None) -> dict:
+    """A recorded config as the current schema reads it (defaults filled in), placement dropped."""
+    recorded = dict(recorded or {})
+    try:
+        recorded = CampaignConfig.model_validate(recorded).model_dump(mode="json")
+    except ValidationError:
+        pass  # written by another version: compared as written
+    for section, key in _PLACEMENT:
+        if isinstance(recorded.get(section), dict):
+            recorded[section] = {k: v for k, v in recorded[section].items() if k != key}
+    return recorded
+
+
 def prepare_directory(config: CampaignConfig, directory: Path) -> None:
     """Create the campaign directory and record its config, versions and seeds; refuse to
     continue an existing campaign with a different configuration."""
@@ -86,9 +105,10 @@ def prepare_directory(config: CampaignConfig, directory: Path) -> None:
     saved = directory / "config.yaml"
     current = config.model_dump(mode="json")
     if saved.exists():
-        previous = yaml.safe_load(saved.read_text()).get("config")
-        if previous != current:
-            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        previous = _comparable(yaml.safe_load(saved.read_text()).get("config"))
+        if previous != _comparable(current):
+            now = _comparable(current)
+            changed = sorted(k for k in set(previous) | set(now) if previous.get(k) != now.get(k))
             raise ConfigError(
                 f"{directory} is a campaign with another configuration (differs in: {', '.join(changed)}); "
                 "use a new directory, or restore the original config"

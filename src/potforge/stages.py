@@ -105,6 +105,7 @@ def sample_stage(
     """Run the sampler with one generation's model; flagged frames land in ``out_dir/flagged``."""
     import torch
 
+    from potforge.devices import resolve_device
     from potforge.model.io import load_model
     from potforge.oracle.runner import write_json_atomic
     from potforge.sample import Sampler, SamplerConfig
@@ -116,7 +117,7 @@ def sample_stage(
             return done
         config = SamplerConfig.model_validate_json(sampler_json)
         dtype = torch.float32 if config.dtype == "float32" else torch.float64
-        model = load_model(model_path, dtype=dtype)
+        model = load_model(model_path, dtype=dtype, device=resolve_device(config.device))
         sampler = Sampler(model, config, RandomCellSpec.model_validate_json(cells_json), out, seed, generation)
         last = [0.0]
 

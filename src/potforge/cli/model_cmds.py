@@ -48,6 +48,7 @@ def eval_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output extended-XYZ file."),
     dtype: str = typer.Option("float32", help="float32 (fast) or float64."),
     batch_atoms: int = typer.Option(4000, help="Atoms per batched model call."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N, or auto (a GPU when PyTorch sees one)."),
 ) -> None:
     """Evaluate a model on structures: energy, forces, stress and ensemble uncertainty.
 
@@ -57,9 +58,10 @@ def eval_cmd(
     """
     from ase.io import write
 
+    from potforge.devices import resolve_device
     from potforge.model import load_model, predict_frames
 
-    ensemble = load_model(model, dtype=parse_dtype(dtype))
+    ensemble = load_model(model, dtype=parse_dtype(dtype), device=resolve_device(device))
     frames = read_structures(structures)
     with Progress(
         TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console

@@ -50,6 +50,7 @@ def train_cmd(
     max_walltime_s: float = typer.Option(None, "--max-walltime-s", help="Stop training after this long."),
     dtype: str = typer.Option(None, "--dtype", help="float32 or float64."),
     seed: int = typer.Option(None, "--seed"),
+    device: str = typer.Option(None, "--device", help="cpu (default), cuda, cuda:N, or auto (a GPU if any)."),
 ) -> None:
     """Train an ensemble on the train split, select on val, report val and test errors.
 
@@ -70,6 +71,7 @@ def train_cmd(
             "max_walltime_s": max_walltime_s,
             "dtype": dtype,
             "seed": seed,
+            "device": device,
         },
     )
     store = DatasetStore(db)

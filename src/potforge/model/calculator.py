@@ -36,7 +36,8 @@ class PotforgeCalculator(Calculator):
     ``energy_std`` (eV), ``force_std`` (per atom, eV/Å), ``member_energies`` (eV) and
     ``member_forces`` (eV/Å). Stress is available for cells periodic in all three directions.
 
-    model: an :class:`ANIEnsemble` or a path to a model file.
+    model: an :class:`ANIEnsemble` or a path to a model file. device: ``cpu``, ``cuda``,
+    ``cuda:N`` or ``auto`` (default: wherever ``model`` is).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energy_std", "force_std"]
@@ -46,6 +47,7 @@ class PotforgeCalculator(Calculator):
         model: ANIEnsemble | str | Path,
         dtype: torch.dtype = torch.float64,
         uncertainty: bool = True,
+        device: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -54,6 +56,10 @@ class PotforgeCalculator(Calculator):
 
             model = load_model(model, dtype=dtype)
         self.model = model.to(dtype)
+        if device is not None:
+            from potforge.devices import resolve_device
+
+            self.model = self.model.to(resolve_device(device))
         self.uncertainty = uncertainty
 
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes) -> None:

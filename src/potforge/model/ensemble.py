@@ -159,13 +159,7 @@ class ANIEnsemble(nn.Module):
         member_forces gives every member's stress too. Nothing is attached to autograd.
         """
         with torch.no_grad():
-            batch = AtomsBatch(
-                batch.positions.to(self.dtype),
-                batch.species,
-                batch.system,
-                batch.cells.to(self.dtype),
-                batch.pbc,
-            )
+            batch = batch.to(self.device, self.dtype)
             graph = graph if graph is not None else self.graph(batch)
             vec = graph.edge_vectors(batch.positions, batch.cells)
             op = AEVOperator(

@@ -49,6 +49,16 @@ class AtomsBatch:
         """Cell volumes (n_systems,) in Å³ (zero for systems that are not fully periodic)."""
         return torch.linalg.det(self.cells).abs()
 
+    def to(self, device: torch.device, dtype: torch.dtype) -> AtomsBatch:
+        """This batch on ``device``, coordinates in ``dtype`` (itself when nothing changes)."""
+        return AtomsBatch(
+            self.positions.to(device=device, dtype=dtype),
+            self.species.to(device),
+            self.system.to(device),
+            self.cells.to(device=device, dtype=dtype),
+            self.pbc.to(device),
+        )
+
 
 @dataclass
 class NeighborGraph:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from potforge.devices import DEVICE_PATTERN
+
 
 class Range(BaseModel):
     """A closed interval [low, high] from which a value is drawn uniformly."""
@@ -93,3 +95,6 @@ class SamplerConfig(BaseModel):
     max_walltime_s: float | None = Field(None, gt=0, description="budget: wall time of the sampling stage")
     checkpoint_every_s: float = Field(60.0, gt=0, description="write the sampler state this often")
     dtype: str = Field("float32", pattern="^(float32|float64)$")
+    device: str = Field(
+        "cpu", pattern=DEVICE_PATTERN, description="where the model runs: cpu, cuda, cuda:N or auto (GPU if any)"
+    )

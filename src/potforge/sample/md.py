@@ -85,7 +85,7 @@ def new_replica(
     return Replica(
         traj_id=traj_id,
         numbers=atoms.numbers.copy(),
-        species=model.species_index(atoms.get_chemical_symbols()),
+        species=model.species_index(atoms.get_chemical_symbols()).cpu(),
         masses=masses,
         positions=torch.tensor(atoms.positions, dtype=dtype),
         velocities=v,
@@ -109,11 +109,14 @@ def batch_of(replicas: list[Replica]) -> AtomsBatch:
 
 
 def evaluate(model: ANIEnsemble, replicas: list[Replica], members: bool) -> Prediction:
-    """One batched model call; stores each replica's (mean) forces."""
+    """One batched model call (on the model's device); stores each replica's (mean) forces."""
     pred = model.evaluate(batch_of(replicas), forces=True, member_forces=members)
+    # replicas stay on the CPU whatever the model's device: their per-replica updates are a
+    # few tiny operations, which a GPU would run no faster, and one copy per step is cheap
+    forces = pred.forces.cpu()
     offset = 0
     for r in replicas:
-        r.forces = pred.forces[offset : offset + r.n_atoms]
+        r.forces = forces[offset : offset + r.n_atoms]
         offset += r.n_atoms
     return pred
 

@@ -52,11 +52,12 @@ def uncertainty_measures(pred: Prediction, replicas: list[Replica]) -> list[dict
     """ρ = σ_E/√N (eV/√atom), mean and max per-atom force spread (eV/Å), per replica."""
     out = []
     offset = 0
+    force_std, energy_std = pred.force_std.cpu(), pred.energy_std.cpu()  # one copy from a GPU
     for k, r in enumerate(replicas):
-        fs = pred.force_std[offset : offset + r.n_atoms]
+        fs = force_std[offset : offset + r.n_atoms]
         out.append(
             {
-                "energy_eV_per_sqrt_atom": float(pred.energy_std[k]) / math.sqrt(r.n_atoms),
+                "energy_eV_per_sqrt_atom": float(energy_std[k]) / math.sqrt(r.n_atoms),
                 "force_mean_eV_per_A": float(fs.mean()),
                 "force_max_eV_per_A": float(fs.max()),
             }
@@ -291,7 +292,7 @@ class Sampler:
                     self._stop(rest[k], "unstable", "non-finite energy", None, record_frame=True)
             if pred_due is not None:
                 measures = uncertainty_measures(pred_due, due)
-                finite = torch.isfinite(pred_due.member_energies).all(0)
+                finite = torch.isfinite(pred_due.member_energies).all(0).cpu()
                 for k, r in enumerate(due):
                     if not bool(finite[k]):
                         self._stop(r, "unstable", "non-finite energy", None, record_frame=True)

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from potforge.devices import DEVICE_PATTERN
+
 
 class TrainConfig(BaseModel):
     """How an ensemble is trained. Energies eV, lengths Å, times s."""
@@ -38,3 +40,6 @@ class TrainConfig(BaseModel):
     )
     val_fraction_if_missing: float = Field(0.1, gt=0, lt=1, description="carve a validation set out of train if none")
     threads: int | None = Field(None, ge=1, description="CPU threads (default: PyTorch's)")
+    device: str = Field(
+        "cpu", pattern=DEVICE_PATTERN, description="where training runs: cpu, cuda, cuda:N or auto (GPU if any)"
+    )

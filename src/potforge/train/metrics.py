@@ -18,8 +18,8 @@ def predict_frameset(model: ANIEnsemble, frames: FrameSet, chunk: int = 64):
         idx = torch.arange(start, min(start + chunk, len(frames)))
         batch, _, _, _ = frames.batch(idx, model.dtype)
         pred = model.evaluate(batch, forces=True, member_forces=True)
-        energies.append(pred.member_energies.double())
-        forces.append(pred.member_forces.double())
+        energies.append(pred.member_energies.double().cpu())
+        forces.append(pred.member_forces.double().cpu())
     return torch.cat(energies, 1), torch.cat(forces, 1)
 
 

@@ -41,7 +41,7 @@ class MemberAdam:
             g = p.grad
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            lr = self.lr.to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
+            lr = self.lr.to(device=p.device, dtype=p.dtype).view(-1, *([1] * (p.dim() - 1)))
             p.sub_(lr * (m / c1) / ((v / c2).sqrt() + self.eps))
 
     def state_dict(self) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from potforge.devices import resolve_device
 from potforge.errors import DataError, ModelFileError
 from potforge.model.aev import AEVParams
 from potforge.model.ensemble import ANIEnsemble
@@ -124,11 +125,11 @@ def evaluate_losses(
     n_f = 0
     for start in range(0, len(frames), chunk):
         idx = torch.arange(start, min(start + chunk, len(frames)))
-        batch, e_ref, f_ref, n = frames.batch(idx, model.dtype)
+        batch, e_ref, f_ref, n = frames.batch(idx, model.dtype, model.device)
         pred = model.evaluate(batch, forces=True, member_forces=config.l0_A2 > 0)
         member_f = pred.member_forces if config.l0_A2 > 0 else None
         losses = frame_losses(pred.member_energies, member_f, e_ref, f_ref, batch.system, n, config.l0_A2)
-        total += losses.sum(1).double()
+        total += losses.sum(1).double().cpu()
         se_e += float((((pred.energy - e_ref) / n) ** 2).sum())
         se_f += float(((pred.forces.double() - f_ref.double()) ** 2).sum())
         n_f += int(f_ref.numel())
@@ -177,10 +178,12 @@ def train_ensemble(
         torch.set_num_threads(config.threads)
     train, val = _split_val(train, val, config.val_fraction_if_missing, config.seed)
     sae = fit_self_energies(train)
+    device = resolve_device(config.device)
     if init_model is not None:
-        model = warm_start(init_model.to(_dtype(config.dtype)), train.elements, config, sae)
+        model = warm_start(init_model.to(dtype=_dtype(config.dtype), device="cpu"), train.elements, config, sae)
     else:
         model = build_model(train.elements, config, sae)
+    model = model.to(device)
     m = config.n_members
     params = list(model.networks.parameters())
     opt = MemberAdam(params, torch.full((m,), config.lr))
@@ -209,15 +212,16 @@ def train_ensemble(
         train_loss = torch.zeros(m, dtype=torch.float64)
         seen = torch.zeros(m, dtype=torch.float64)
         for frames_idx, mask in _batches(len(train), config, gen, m):
-            batch, e_ref, f_ref, n = train.batch(frames_idx, dtype)
+            batch, e_ref, f_ref, n = train.batch(frames_idx, dtype, device)
             energies, forces = predict_with_grad(model, batch, want_forces=config.l0_A2 > 0)
             losses = frame_losses(energies, forces, e_ref, f_ref, batch.system, n, config.l0_A2)
+            mask = mask.to(device)
             weights = mask.to(losses.dtype) / mask.sum(1, keepdim=True).clamp(min=1).to(losses.dtype)
             opt.zero_grad()
             (losses * weights).sum().backward()
             opt.step()
-            train_loss += (losses.detach() * mask).sum(1).double()
-            seen += mask.sum(1).double()
+            train_loss += (losses.detach() * mask).sum(1).double().cpu()
+            seen += mask.sum(1).double().cpu()
         state.epoch += 1
         val_loss, val_errors = evaluate_losses(model, val, config)
         improved = val_loss < state.best_loss
@@ -225,8 +229,9 @@ def train_ensemble(
         state.bad_epochs = torch.where(improved, torch.zeros_like(state.bad_epochs), state.bad_epochs + 1)
         for name, p in model.networks.state_dict().items():
             best = state.best_weights.get(name)
+            p = p.detach().cpu()  # best weights live on the CPU, like the checkpoint
             sel = improved.view(-1, *([1] * (p.dim() - 1)))
-            state.best_weights[name] = p.detach().clone() if best is None else torch.where(sel, p.detach(), best)
+            state.best_weights[name] = p.clone() if best is None else torch.where(sel, p, best)
         stalled = state.bad_epochs >= config.lr_patience_epochs
         opt.lr = torch.where(stalled, opt.lr * config.lr_factor, opt.lr)
         state.bad_epochs = torch.where(stalled, torch.zeros_like(state.bad_epochs), state.bad_epochs)
@@ -266,8 +271,9 @@ def train_ensemble(
     return TrainResult(model_path, metrics, state.epoch, state.walltime_s, resumed)
 
 
-#: Budgets only say when to stop: raising them continues a finished or stopped run.
-_BUDGETS = ("max_epochs", "max_walltime_s")
+#: Budgets only say when to stop: raising them continues a finished or stopped run; the device
+#: only says where it runs: a run started on a CPU may go on on a GPU and back.
+_BUDGETS = ("max_epochs", "max_walltime_s", "device")
 
 
 def _trajectory_settings(config_json: str) -> dict:
