@@ -176,7 +176,7 @@ def aev_torch(
     # strict upper triangle ordered by the larger index, so a centre with n neighbours owns
     # exactly the first n(n-1)/2 entries
     hi = torch.arange(kmax, device=dev).repeat_interleave(torch.arange(kmax, device=dev))
-    lo = torch.cat([torch.arange(k, device=dev) for k in range(kmax)]) if kmax else hi
+    lo = torch.arange(hi.numel(), device=dev) - hi * (hi - 1) // 2  # row hi starts at hi(hi-1)/2
     pair_center = torch.repeat_interleave(torch.arange(n_centers, device=dev), npairs)
     local = torch.arange(int(npairs.sum()), device=dev) - (torch.cumsum(npairs, 0) - npairs)[pair_center]
     e1 = in_a[starts[pair_center] + lo[local]]
@@ -245,6 +245,10 @@ class AEVOperator:
             self._args = kernels.KernelArgs(offsets, self.vec, neighbor_species, ints, reals, triu, params.n_features)
         self._aev: torch.Tensor | None = None
         self._vec_leaf: torch.Tensor | None = None
+        # PyTorch path: one vmapped backward pass for all members on a GPU, where M passes over
+        # small tensors leave it idle between kernel launches (it takes M times the memory of
+        # one pass); one pass per member on a CPU, where that buys nothing
+        self.batch_members = vec.device.type != "cpu"
 
     def forward(self) -> torch.Tensor:
         """AEVs (n_atoms, n_features), not attached to any autograd graph."""
@@ -264,19 +268,24 @@ class AEVOperator:
         """grad_aev (M, n_atoms, n_features) -> d(sum grad_aev[m] * aev)/d vec, (n_edges, M, 3)."""
         if self._args is not None:
             return self._args.vjp(grad_aev)
-        self.forward()
-        out = [
-            torch.autograd.grad(self._aev_graph, self._vec_leaf, g, retain_graph=True)[0] for g in grad_aev.unbind(0)
-        ]
-        return torch.stack(out, dim=1)
+        return self._torch_vjp(grad_aev, create_graph=False)
 
     def vjp_differentiable(self, grad_aev: torch.Tensor) -> torch.Tensor:
         """Like :meth:`vjp`, but differentiable with respect to ``grad_aev`` (for force training)."""
         if self._args is not None:
             return _VJP.apply(grad_aev, self._args)
+        return self._torch_vjp(grad_aev, create_graph=True)
+
+    def _torch_vjp(self, grad_aev: torch.Tensor, create_graph: bool) -> torch.Tensor:
         self.forward()
+        if grad_aev.shape[0] > 1 and self.batch_members:
+            (out,) = torch.autograd.grad(
+                self._aev_graph, self._vec_leaf, grad_aev, retain_graph=True, create_graph=create_graph,
+                is_grads_batched=True,
+            )  # fmt: skip
+            return out.transpose(0, 1)
         out = [
-            torch.autograd.grad(self._aev_graph, self._vec_leaf, g, retain_graph=True, create_graph=True)[0]
+            torch.autograd.grad(self._aev_graph, self._vec_leaf, g, retain_graph=True, create_graph=create_graph)[0]
             for g in grad_aev.unbind(0)
         ]
         return torch.stack(out, dim=1)
