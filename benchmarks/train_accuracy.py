@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--init", type=Path, default=None, help="warm start from this model file")
+    parser.add_argument(
+        "--standardize-inputs", action="store_true", help="optimise the first layer in standardised AEV coordinates"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-accuracy"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,6 +81,7 @@ def main() -> None:
         max_epochs=args.epochs,
         max_walltime_s=args.max_walltime_s,
         device=args.device,
+        standardize_inputs=args.standardize_inputs,
     )
     print(f"train {len(train)} / val {len(val)} / held-out {len(test)} cells "
           f"({int(train.n_atoms.sum())} training atoms); settings: {cfg.model_dump_json()}")  # fmt: skip

@@ -38,6 +38,13 @@ class TrainConfig(BaseModel):
             "several times the work); default: shared batches, members differ by their random initialisation"
         ),
     )
+    standardize_inputs: bool = Field(
+        False,
+        description=(
+            "optimise the first layer as if it read standardised AEVs (per-feature mean and spread of the "
+            "training atoms); an exact reparametrisation: the model and its file are unchanged"
+        ),
+    )
     val_fraction_if_missing: float = Field(0.1, gt=0, lt=1, description="carve a validation set out of train if none")
     threads: int | None = Field(None, ge=1, description="CPU threads (default: PyTorch's)")
     device: str = Field(

@@ -21,7 +21,7 @@ import torch
 
 from potforge.devices import resolve_device
 from potforge.errors import DataError, ModelFileError
-from potforge.model.aev import AEVParams
+from potforge.model.aev import AEVOperator, AEVParams
 from potforge.model.ensemble import ANIEnsemble
 from potforge.model.io import save_model
 from potforge.train.config import TrainConfig
@@ -29,6 +29,7 @@ from potforge.train.frames import FrameSet
 from potforge.train.loss import frame_losses, predict_with_grad
 from potforge.train.metrics import ensemble_metrics, write_plots
 from potforge.train.optim import MemberAdam
+from potforge.train.precondition import FeatureScaling
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.pt"
@@ -184,6 +185,9 @@ def train_ensemble(
     else:
         model = build_model(train.elements, config, sae)
     model = model.to(device)
+    scaling = _fit_scaling(model, train) if config.standardize_inputs else None
+    if scaling is not None and init_model is None:
+        scaling.to_model(model)  # the random initial weights are drawn for standardised inputs
     m = config.n_members
     params = list(model.networks.parameters())
     opt = MemberAdam(params, torch.full((m,), config.lr))
@@ -203,6 +207,8 @@ def train_ensemble(
         state.best_loss, state.bad_epochs = ckpt["best_loss"], ckpt["bad_epochs"]
         state.best_weights = ckpt["best_weights"]
         state.history = json.loads(ckpt["history"])
+        if scaling is not None:
+            scaling = FeatureScaling.from_state_dict(ckpt["feature_scaling"])
         resumed = True
     dtype = model.dtype
     start_wall = time.time() - state.walltime_s
@@ -219,7 +225,11 @@ def train_ensemble(
             weights = mask.to(losses.dtype) / mask.sum(1, keepdim=True).clamp(min=1).to(losses.dtype)
             opt.zero_grad()
             (losses * weights).sum().backward()
+            if scaling is not None:
+                scaling.to_standardised(model)  # Adam steps in standardised-input coordinates
             opt.step()
+            if scaling is not None:
+                scaling.to_model(model)
             train_loss += (losses.detach() * mask).sum(1).double().cpu()
             seen += mask.sum(1).double().cpu()
         state.epoch += 1
@@ -247,7 +257,7 @@ def train_ensemble(
             **{f"val_{k}": v for k, v in val_errors.items()},
         }
         state.history.append(record)
-        _save_checkpoint(ckpt_path, model, opt, gen, state, config)
+        _save_checkpoint(ckpt_path, model, opt, gen, state, config, scaling)
         if progress:
             progress(record)
     # the best validation weights of each member make the final model
@@ -278,14 +288,43 @@ _BUDGETS = ("max_epochs", "max_walltime_s", "device")
 
 def _trajectory_settings(config_json: str) -> dict:
     """The settings that determine the optimisation path (a resumed run must share them)."""
-    settings = json.loads(config_json)
+    try:  # settings added since the checkpoint was written take their defaults
+        settings = TrainConfig.model_validate_json(config_json).model_dump(mode="json")
+    except ValueError:
+        settings = json.loads(config_json)
     return {k: v for k, v in settings.items() if k not in _BUDGETS}
 
 
-def _save_checkpoint(path: Path, model: ANIEnsemble, opt: MemberAdam, gen, state: _State, config: TrainConfig) -> None:
+def _fit_scaling(model: ANIEnsemble, frames: FrameSet, chunk: int = 64) -> FeatureScaling:
+    """AEV statistics of the training atoms (one forward pass over the training frames)."""
+    aevs, species = [], []
+    with torch.no_grad():
+        for start in range(0, len(frames), chunk):
+            idx = torch.arange(start, min(start + chunk, len(frames)))
+            batch, _, _, _ = frames.batch(idx, model.dtype, model.device)
+            graph = model.graph(batch)
+            vec = graph.edge_vectors(batch.positions, batch.cells)
+            op = AEVOperator(
+                model.aev_params, vec, graph.centers, graph.offsets, batch.species[graph.neighbors], model.aev_backend
+            )
+            aevs.append(op.forward().cpu())
+            species.append(batch.species.cpu())
+    return FeatureScaling.fit(model, torch.cat(aevs), torch.cat(species))
+
+
+def _save_checkpoint(
+    path: Path,
+    model: ANIEnsemble,
+    opt: MemberAdam,
+    gen,
+    state: _State,
+    config: TrainConfig,
+    scaling: FeatureScaling | None = None,
+) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(
         {
+            "feature_scaling": scaling.state_dict() if scaling is not None else {},
             "config": config.model_dump_json(),
             "weights": model.networks.state_dict(),
             "self_energies_eV": list(model.self_energies_eV),
