@@ -61,7 +61,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--init", type=Path, default=None, help="warm start from this model file")
     parser.add_argument(
-        "--standardize-inputs", action="store_true", help="optimise the first layer in standardised AEV coordinates"
+        "--standardize-inputs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="optimise the first layer in standardised AEV coordinates (default; off: the runs made before it)",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-accuracy"))
     args = parser.parse_args()

@@ -33,6 +33,7 @@ from potforge.oracle import get_oracle
 from potforge.oracle.runner import write_json_atomic
 from potforge.stages import sample_stage, train_stage
 from potforge.structures import random_cells
+from potforge.train.config import with_legacy_values
 
 STATE_FILE = "campaign.json"
 
@@ -88,6 +89,8 @@ _PLACEMENT = (("training", "device"), ("sampler", "device"))
 def _comparable(recorded: dict | None) -> dict:
     """A recorded config as the current schema reads it (defaults filled in), placement dropped."""
     recorded = dict(recorded or {})
+    if isinstance(recorded.get("training"), dict):
+        recorded["training"] = with_legacy_values(recorded["training"])
     try:
         recorded = CampaignConfig.model_validate(recorded).model_dump(mode="json")
     except ValidationError:

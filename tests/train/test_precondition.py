@@ -89,3 +89,39 @@ def test_standardised_inputs_train_faster(tiny_train, tmp_path):
         result = train_ensemble(tiny_train, tiny_train, tiny_train, tmp_path / str(flag), cfg)
         errors[flag] = result.metrics["test"]["ensemble"]["force_rmse_eV_per_A"]
     assert errors[True] < 0.8 * errors[False], errors  # measured: 0.66 vs 0.96 eV/Å
+
+
+def test_runs_recorded_before_the_setting_existed_resume_as_they_were_trained(tiny_train, tmp_path):
+    """A checkpoint or campaign written without ``standardize_inputs`` was trained without it:
+    it resumes with false, and today's default (true) is refused rather than silently mixed in."""
+    import json
+
+    import pytest
+    import yaml
+
+    from potforge.campaign import prepare_directory
+    from potforge.config import CampaignConfig
+    from potforge.errors import ConfigError, DataError
+
+    old = TrainConfig(n_members=2, hidden_layers=[8], max_epochs=2, batch_size=2, seed=1, standardize_inputs=False)
+    train_ensemble(tiny_train, tiny_train, tiny_train, tmp_path / "m", old)
+    ckpt = torch.load(tmp_path / "m" / CHECKPOINT, weights_only=True)
+    settings = json.loads(ckpt["config"])
+    del settings["standardize_inputs"]
+    ckpt["config"] = json.dumps(settings)
+    torch.save(ckpt, tmp_path / "m" / CHECKPOINT)
+    with pytest.raises(DataError, match="other training settings"):
+        train_ensemble(tiny_train, tiny_train, tiny_train, tmp_path / "m", TrainConfig(**{**settings, "max_epochs": 3}))
+    more = old.model_copy(update={"max_epochs": 3})
+    resumed = train_ensemble(tiny_train, tiny_train, tiny_train, tmp_path / "m", more)
+    assert resumed.resumed and resumed.epochs == 3
+
+    prepare_directory(CampaignConfig(), tmp_path / "c")
+    record = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())
+    del record["config"]["training"]["standardize_inputs"]
+    (tmp_path / "c" / "config.yaml").write_text(yaml.safe_dump(record))
+    with pytest.raises(ConfigError, match="differs in: training"):
+        prepare_directory(CampaignConfig(), tmp_path / "c")
+    legacy = CampaignConfig()
+    legacy.training.standardize_inputs = False
+    prepare_directory(legacy, tmp_path / "c")

@@ -24,7 +24,7 @@ from potforge.errors import DataError, ModelFileError
 from potforge.model.aev import AEVOperator, AEVParams
 from potforge.model.ensemble import ANIEnsemble
 from potforge.model.io import save_model
-from potforge.train.config import TrainConfig
+from potforge.train.config import TrainConfig, with_legacy_values
 from potforge.train.frames import FrameSet
 from potforge.train.loss import frame_losses, predict_with_grad
 from potforge.train.metrics import ensemble_metrics, write_plots
@@ -288,10 +288,11 @@ _BUDGETS = ("max_epochs", "max_walltime_s", "device")
 
 def _trajectory_settings(config_json: str) -> dict:
     """The settings that determine the optimisation path (a resumed run must share them)."""
-    try:  # settings added since the checkpoint was written take their defaults
-        settings = TrainConfig.model_validate_json(config_json).model_dump(mode="json")
+    settings = with_legacy_values(json.loads(config_json))
+    try:  # other settings added since the checkpoint was written take their defaults
+        settings = TrainConfig.model_validate(settings).model_dump(mode="json")
     except ValueError:
-        settings = json.loads(config_json)
+        pass
     return {k: v for k, v in settings.items() if k not in _BUDGETS}
 
 
