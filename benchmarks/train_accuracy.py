@@ -63,8 +63,8 @@ def main() -> None:
     parser.add_argument(
         "--standardize-inputs",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="optimise the first layer in standardised AEV coordinates (default; off: the runs made before it)",
+        default=False,
+        help="optimise the first layer in standardised AEV coordinates (TrainConfig.standardize_inputs)",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-accuracy"))
     args = parser.parse_args()

@@ -91,9 +91,12 @@ def test_standardised_inputs_train_faster(tiny_train, tmp_path):
     assert errors[True] < 0.8 * errors[False], errors  # measured: 0.66 vs 0.96 eV/Å
 
 
+STANDARDISED = {"max_epochs": 3, "standardize_inputs": True}
+
+
 def test_runs_recorded_before_the_setting_existed_resume_as_they_were_trained(tiny_train, tmp_path):
     """A checkpoint or campaign written without ``standardize_inputs`` was trained without it:
-    it resumes with false, and today's default (true) is refused rather than silently mixed in."""
+    it resumes with false, whatever the default, and true is refused rather than mixed in."""
     import json
 
     import pytest
@@ -111,7 +114,7 @@ def test_runs_recorded_before_the_setting_existed_resume_as_they_were_trained(ti
     ckpt["config"] = json.dumps(settings)
     torch.save(ckpt, tmp_path / "m" / CHECKPOINT)
     with pytest.raises(DataError, match="other training settings"):
-        train_ensemble(tiny_train, tiny_train, tiny_train, tmp_path / "m", TrainConfig(**{**settings, "max_epochs": 3}))
+        train_ensemble(tiny_train, tiny_train, tiny_train, tmp_path / "m", old.model_copy(update=STANDARDISED))
     more = old.model_copy(update={"max_epochs": 3})
     resumed = train_ensemble(tiny_train, tiny_train, tiny_train, tmp_path / "m", more)
     assert resumed.resumed and resumed.epochs == 3
@@ -120,8 +123,10 @@ def test_runs_recorded_before_the_setting_existed_resume_as_they_were_trained(ti
     record = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())
     del record["config"]["training"]["standardize_inputs"]
     (tmp_path / "c" / "config.yaml").write_text(yaml.safe_dump(record))
+    standardised = CampaignConfig()
+    standardised.training.standardize_inputs = True
     with pytest.raises(ConfigError, match="differs in: training"):
-        prepare_directory(CampaignConfig(), tmp_path / "c")
+        prepare_directory(standardised, tmp_path / "c")
     legacy = CampaignConfig()
     legacy.training.standardize_inputs = False
     prepare_directory(legacy, tmp_path / "c")

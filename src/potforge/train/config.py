@@ -1,7 +1,6 @@
 """Training settings (validated on load). Defaults follow the authors' NeuroChem inputs
 (``inputtrain.ipt`` of ANI-Al: Adam, lr 1e-3 halved after 100 epochs without validation
-improvement, stop below 1e-5, batch 128, force multiplier 0.01) and the ANI-Al architecture,
-except ``standardize_inputs`` (on: the same model, reached in fewer epochs; docs/training.md)."""
+improvement, stop below 1e-5, batch 128, force multiplier 0.01) and the ANI-Al architecture."""
 
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ class TrainConfig(BaseModel):
         ),
     )
     standardize_inputs: bool = Field(
-        True,
+        False,
         description=(
             "optimise the first layer as if it read standardised AEVs (per-feature mean and spread of the "
             "training atoms); an exact reparametrisation: the model and its file are unchanged"
