@@ -7,10 +7,8 @@ import copy
 
 import torch
 
-from potforge.model import load_model
 from potforge.train import TrainConfig, build_model, train_ensemble
 from potforge.train.loss import frame_losses, predict_with_grad
-from potforge.train.precondition import FeatureScaling
 from potforge.train.trainer import CHECKPOINT, _fit_scaling
 
 
@@ -60,22 +58,6 @@ def test_gradients_map_by_the_chain_rule(tiny_train):
     gv, gc = torch.autograd.grad(loss_of(ref_model), (v_leaf, c_leaf))
     torch.testing.assert_close(mapped_v, gv, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(mapped_c, gc, rtol=1e-9, atol=1e-10)
-
-
-def test_standardised_training_resumes_exactly(tiny_train, tiny_heldout, tmp_path):
-    cfg = TrainConfig(n_members=2, hidden_layers=[16, 8], max_epochs=6, batch_size=2, seed=4, standardize_inputs=True)
-    straight = train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path / "straight", cfg)
-    train_ensemble(
-        tiny_train, tiny_heldout, tiny_heldout, tmp_path / "resumed", cfg.model_copy(update={"max_epochs": 3})
-    )
-    saved = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)["feature_scaling"]
-    assert FeatureScaling.from_state_dict(saved).std["Al"].min() >= 0.01
-    resumed = train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path / "resumed", cfg)
-    assert resumed.resumed and resumed.epochs == 6
-    a = load_model(straight.model_path, dtype=torch.float64).networks.state_dict()
-    b = load_model(resumed.model_path, dtype=torch.float64).networks.state_dict()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7)
 
 
 def test_standardised_inputs_train_faster(tiny_train, tmp_path):

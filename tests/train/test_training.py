@@ -11,6 +11,7 @@ import torch
 from potforge.errors import DataError
 from potforge.model import load_model
 from potforge.train import TrainConfig, build_model, fit_self_energies, frame_losses, predict_with_grad, train_ensemble
+from potforge.train.precondition import FeatureScaling
 from potforge.train.trainer import CHECKPOINT, warm_start
 
 
@@ -65,14 +66,20 @@ def test_tiny_ensemble_overfits_a_few_frames(tiny_train, tmp_path):
     assert (tmp_path / "learning_curves.png").stat().st_size > 1000 and (tmp_path / "parity.png").stat().st_size > 1000
 
 
-def test_resume_continues_exactly(tiny_train, tiny_heldout, tmp_path):
-    cfg = TrainConfig(n_members=2, hidden_layers=[16, 8], max_epochs=6, batch_size=2, seed=4)
+@pytest.mark.parametrize("standardize", [False, True], ids=["raw", "standardised_inputs"])
+def test_resume_continues_exactly(tiny_train, tiny_heldout, tmp_path, standardize):
+    cfg = TrainConfig(
+        n_members=2, hidden_layers=[16, 8], max_epochs=6, batch_size=2, seed=4, standardize_inputs=standardize
+    )
     straight = train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path / "straight", cfg)
     short = cfg.model_copy(update={"max_epochs": 3})
     train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path / "resumed", short)
     # a run stopped after epoch 3 (killed, or out of budget) continues from its checkpoint
     # when called again, with the same settings or only a larger budget
-    assert torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)["epoch"] == 3
+    checkpoint = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)
+    assert checkpoint["epoch"] == 3
+    if standardize:  # the optimiser's coordinates travel with the checkpoint
+        assert FeatureScaling.from_state_dict(checkpoint["feature_scaling"]).std["Al"].min() >= 0.01
     resumed = train_ensemble(tiny_train, tiny_heldout, tiny_heldout, tmp_path / "resumed", cfg)
     assert resumed.resumed and resumed.epochs == 6
     a = load_model(straight.model_path, dtype=torch.float64).networks.state_dict()
