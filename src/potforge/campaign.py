@@ -109,8 +109,8 @@ def prepare_directory(config: CampaignConfig, directory: Path) -> None:
     current = config.model_dump(mode="json")
     if saved.exists():
         previous = _comparable(yaml.safe_load(saved.read_text()).get("config"))
-        if previous != _comparable(current):
-            now = _comparable(current)
+        now = _comparable(current)
+        if previous != now:
             changed = sorted(k for k in set(previous) | set(now) if previous.get(k) != now.get(k))
             raise ConfigError(
                 f"{directory} is a campaign with another configuration (differs in: {', '.join(changed)}); "

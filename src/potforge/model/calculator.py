@@ -55,11 +55,11 @@ class PotforgeCalculator(Calculator):
             from potforge.model.io import load_model
 
             model = load_model(model, dtype=dtype)
-        self.model = model.to(dtype)
         if device is not None:
             from potforge.devices import resolve_device
 
-            self.model = self.model.to(resolve_device(device))
+            model = model.to(resolve_device(device))
+        self.model = model.to(dtype)
         self.uncertainty = uncertainty
 
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes) -> None:

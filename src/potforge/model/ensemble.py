@@ -112,6 +112,19 @@ class ANIEnsemble(nn.Module):
     def graph(self, batch: AtomsBatch) -> NeighborGraph:
         return build_graph(batch, self.aev_params.radial_cutoff, self.aev_params.n_species)
 
+    def aev_operator(
+        self, batch: AtomsBatch, graph: NeighborGraph | None = None
+    ) -> tuple[NeighborGraph, torch.Tensor, AEVOperator]:
+        """Neighbour graph, edge vectors (Å) and AEV operator of ``batch``; the geometry carries
+        no gradient."""
+        graph = graph if graph is not None else self.graph(batch)
+        with torch.no_grad():
+            vec = graph.edge_vectors(batch.positions, batch.cells)
+        op = AEVOperator(
+            self.aev_params, vec, graph.centers, graph.offsets, batch.species[graph.neighbors], self.aev_backend
+        )
+        return graph, vec, op
+
     def atomic_terms(
         self, aev: torch.Tensor, species: torch.Tensor, want_grad: bool = True, chunk: int = 1024
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -160,11 +173,7 @@ class ANIEnsemble(nn.Module):
         """
         with torch.no_grad():
             batch = batch.to(self.device, self.dtype)
-            graph = graph if graph is not None else self.graph(batch)
-            vec = graph.edge_vectors(batch.positions, batch.cells)
-            op = AEVOperator(
-                self.aev_params, vec, graph.centers, graph.offsets, batch.species[graph.neighbors], self.aev_backend
-            )
+            graph, vec, op = self.aev_operator(batch, graph)
             aev = op.forward()
             need_grad = forces or stress
             atomic, grad_aev = self.atomic_terms(aev, batch.species, want_grad=need_grad)

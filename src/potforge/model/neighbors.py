@@ -50,7 +50,7 @@ class AtomsBatch:
         return torch.linalg.det(self.cells).abs()
 
     def to(self, device: torch.device, dtype: torch.dtype) -> AtomsBatch:
-        """This batch on ``device``, coordinates in ``dtype`` (itself when nothing changes)."""
+        """This batch on ``device``, coordinates in ``dtype`` (tensors already there are shared)."""
         return AtomsBatch(
             self.positions.to(device=device, dtype=dtype),
             self.species.to(device),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 
-from potforge.model.aev import AEVOperator
 from potforge.model.ensemble import ANIEnsemble, edge_to_atom_forces
 from potforge.model.neighbors import AtomsBatch
 
@@ -23,12 +22,7 @@ from potforge.model.neighbors import AtomsBatch
 def predict_with_grad(model: ANIEnsemble, batch: AtomsBatch, want_forces: bool = True):
     """Every member's energies (M, B) eV (float64) and forces (M, N, 3) eV/Å, differentiable in
     the network weights. The geometry (neighbour graph, AEVs) carries no gradient."""
-    graph = model.graph(batch)
-    with torch.no_grad():
-        vec = graph.edge_vectors(batch.positions, batch.cells)
-    op = AEVOperator(
-        model.aev_params, vec, graph.centers, graph.offsets, batch.species[graph.neighbors], model.aev_backend
-    )
+    graph, _, op = model.aev_operator(batch)
     aev = op.forward()
     atomic, grad_aev = model.atomic_terms(aev, batch.species, want_grad=want_forces)
     energies = model.system_energies(atomic, batch)

@@ -21,7 +21,7 @@ import torch
 
 from potforge.devices import resolve_device
 from potforge.errors import DataError, ModelFileError
-from potforge.model.aev import AEVOperator, AEVParams
+from potforge.model.aev import AEVParams
 from potforge.model.ensemble import ANIEnsemble
 from potforge.model.io import save_model
 from potforge.train.config import TrainConfig, with_legacy_values
@@ -185,9 +185,6 @@ def train_ensemble(
     else:
         model = build_model(train.elements, config, sae)
     model = model.to(device)
-    scaling = _fit_scaling(model, train) if config.standardize_inputs else None
-    if scaling is not None and init_model is None:
-        scaling.to_model(model)  # the random initial weights are drawn for standardised inputs
     m = config.n_members
     params = list(model.networks.parameters())
     opt = MemberAdam(params, torch.full((m,), config.lr))
@@ -207,9 +204,15 @@ def train_ensemble(
         state.best_loss, state.bad_epochs = ckpt["best_loss"], ckpt["bad_epochs"]
         state.best_weights = ckpt["best_weights"]
         state.history = json.loads(ckpt["history"])
-        if scaling is not None:
-            scaling = FeatureScaling.from_state_dict(ckpt["feature_scaling"])
         resumed = True
+    scaling = None
+    if config.standardize_inputs:
+        if resumed:
+            scaling = FeatureScaling.from_state_dict(ckpt["feature_scaling"])
+        else:
+            scaling = _fit_scaling(model, train)
+            if init_model is None:
+                scaling.to_model(model)  # the random initial weights are drawn for standardised inputs
     dtype = model.dtype
     start_wall = time.time() - state.walltime_s
     while state.epoch < config.max_epochs and bool((opt.lr >= config.lr_min).any()):
@@ -303,12 +306,7 @@ def _fit_scaling(model: ANIEnsemble, frames: FrameSet, chunk: int = 64) -> Featu
         for start in range(0, len(frames), chunk):
             idx = torch.arange(start, min(start + chunk, len(frames)))
             batch, _, _, _ = frames.batch(idx, model.dtype, model.device)
-            graph = model.graph(batch)
-            vec = graph.edge_vectors(batch.positions, batch.cells)
-            op = AEVOperator(
-                model.aev_params, vec, graph.centers, graph.offsets, batch.species[graph.neighbors], model.aev_backend
-            )
-            aevs.append(op.forward().cpu())
+            aevs.append(model.aev_operator(batch)[2].forward().cpu())
             species.append(batch.species.cpu())
     return FeatureScaling.fit(model, torch.cat(aevs), torch.cat(species))
 
