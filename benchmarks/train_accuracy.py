@@ -10,7 +10,14 @@ errors, the settings and the wall time. Run it again with the same --out to resu
         [--max-walltime-s 10800] [--out runs/bench-accuracy] [--device cpu] [--init MODEL]
 
 --init warm-starts every member from a model (e.g. an earlier run's model.pt) instead of
-random weights: a second stage with other settings (a larger ℓ0, say) after a first.
+random weights: a second stage with other settings (a larger ℓ0, say) after a first. The
+recipe behind the README's numbers is two stages on the same cells (copy the first run's
+*.extxyz into the second's --out, or it labels them again):
+
+    python benchmarks/train_accuracy.py --out runs/acc-1 --standardize-inputs --l0 4 \
+        --batch-size 8 --patience 15 --epochs 2000 --max-walltime-s 5700
+    python benchmarks/train_accuracy.py --out runs/acc-2 --init runs/acc-1/model/model.pt \
+        --standardize-inputs --l0 200 --lr 2.5e-4 --patience 30 --epochs 2000 --max-walltime-s 5700
 """
 
 from __future__ import annotations
@@ -56,6 +63,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=15)
     parser.add_argument("--members", type=int, default=8)
+    parser.add_argument(
+        "--hidden-layers", type=int, nargs="+", default=[96, 96, 64], help="widths of each atomic network's layers"
+    )
     parser.add_argument("--max-walltime-s", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -66,6 +76,7 @@ def main() -> None:
         default=False,
         help="optimise the first layer in standardised AEV coordinates (TrainConfig.standardize_inputs)",
     )
+    parser.add_argument("--log-every", type=int, default=10, help="print validation errors every N epochs")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-accuracy"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -77,6 +88,7 @@ def main() -> None:
     test = FrameSet.from_atoms(test_atoms, ("Al",))
     cfg = TrainConfig(
         n_members=args.members,
+        hidden_layers=args.hidden_layers,
         l0_A2=args.l0,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -91,7 +103,7 @@ def main() -> None:
     t0 = time.time()
 
     def show(r: dict) -> None:
-        if r["epoch"] % 10 == 0:
+        if r["epoch"] % args.log_every == 0:
             print(f"epoch {r['epoch']}: val E {r['val_energy_rmse_meV_per_atom']:.2f} meV/atom, "
                   f"F {r['val_force_rmse_eV_per_A']:.3f} eV/Å, lr {max(r['lr']):.1e}, {r['walltime_s']:.0f} s",
                   flush=True)  # fmt: skip
