@@ -8,6 +8,7 @@ errors, the settings and the wall time. Run it again with the same --out to resu
 
     python benchmarks/train_accuracy.py [--cells 400] [--heldout 100] [--epochs 400] [--l0 1.0]
         [--max-walltime-s 10800] [--out runs/bench-accuracy] [--device cpu] [--init MODEL]
+        [--hidden-layers 96 96 64] [--log-every 10]
 
 --init warm-starts every member from a model (e.g. an earlier run's model.pt) instead of
 random weights: a second stage with other settings (a larger ℓ0, say) after a first. The
