@@ -109,32 +109,28 @@ def test_gpu_training_follows_the_cpu(tmp_path):
 def test_gpu_sampler_follows_the_cpu(ani_al64, tmp_path):
     """With the model on the GPU, the batched MD integrates the same trajectories (float64) and
     the sampler stops the same trajectories at the same times."""
-    import json
+    from tests.md.test_engine import INTEG, _drives, _frames
+    from tests.sample.test_sampler import SMALL, sampler_config
 
-    from tests.sample.test_sampler import SMALL, _replicas, sampler_config
-
+    from potforge import md
     from potforge.model import load_model
+    from potforge.records import SampleSummary
     from potforge.sample import Sampler
-    from potforge.sample.md import drift_and_kick, evaluate, final_kick
 
     gpu_model = load_model("ani-al", dtype=torch.float64, device="cuda")
-    groups = {"cpu": (ani_al64, _replicas(ani_al64, [0, 1, 2])), "gpu": (gpu_model, _replicas(gpu_model, [0, 1, 2]))}
-    for model, group in groups.values():
-        evaluate(model, group, members=False)
-        for _ in range(30):
-            drift_and_kick(group, 1.0, 0.02)
-            evaluate(model, group, members=False)
-            final_kick(group, 1.0)
-    for a, b in zip(groups["cpu"][1], groups["gpu"][1], strict=True):
-        assert b.positions.device.type == "cpu"  # replicas stay on the CPU
-        np.testing.assert_allclose(b.positions, a.positions, atol=1e-8)
-        np.testing.assert_allclose(b.velocities, a.velocities, atol=1e-8)
+    ends = {}
+    for name, model in (("cpu", ani_al64), ("gpu", gpu_model)):
+        prov = md.EnsembleForces(model)
+        state = md.init(_frames(3), _drives(), [1, 2, 3], prov)
+        ends[name] = md.run(state, prov, INTEG, 30)
+    assert ends["gpu"].positions.device.type == "cpu"  # the MD state stays on the CPU
+    np.testing.assert_allclose(ends["gpu"].positions, ends["cpu"].positions, atol=1e-8)
+    np.testing.assert_allclose(ends["gpu"].momenta, ends["cpu"].momenta, atol=1e-8)
 
     cfg = sampler_config(dtype="float64")
-    cfg.uncertainty.energy_eV_per_sqrt_atom = 0.001  # ANI-Al is unsure of random 7 Å cells
     outcomes = {}
     for name, model in (("cpu", ani_al64), ("gpu", gpu_model)):
         Sampler(model, cfg, SMALL, tmp_path / name, seed=1, generation=0).run()
-        summary = json.loads((tmp_path / name / "summary.json").read_text())
-        outcomes[name] = [(o["traj"], o["outcome"], o["time_fs"]) for o in summary["outcomes"]]
+        summary = SampleSummary.read(tmp_path / name / "summary.json")
+        outcomes[name] = [(o.traj, o.outcome, o.time_fs) for o in summary.outcomes]
     assert outcomes["gpu"] == outcomes["cpu"] and any(o[1] == "flagged" for o in outcomes["cpu"])

@@ -13,7 +13,6 @@ result is lost or computed twice whatever killed the previous run.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -21,16 +20,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
-from ase import Atoms
 from pydantic import ValidationError
 
+from potforge import durable
 from potforge.config import CampaignConfig
 from potforge.data import DatasetStore, Provenance
 from potforge.engine import Engine
 from potforge.errors import ConfigError
 from potforge.labeling import label_pending
 from potforge.oracle import get_oracle
-from potforge.oracle.runner import write_json_atomic
+from potforge.records import FlaggedFrame, SampleSummary
+from potforge.sample.survival import survival_at
 from potforge.stages import sample_stage, train_stage
 from potforge.structures import random_cells
 from potforge.train.config import with_legacy_values
@@ -50,11 +50,11 @@ class CampaignState:
 
     @classmethod
     def load(cls, directory: Path) -> CampaignState:
-        path = directory / STATE_FILE
-        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+        recorded = durable.read_json(directory / STATE_FILE)
+        return cls(**recorded) if recorded else cls()
 
     def save(self, directory: Path) -> None:
-        write_json_atomic(directory / STATE_FILE, asdict(self))
+        durable.write_json(directory / STATE_FILE, asdict(self))
 
 
 def generation_dir(directory: Path, g: int) -> Path:
@@ -123,35 +123,63 @@ def prepare_directory(config: CampaignConfig, directory: Path) -> None:
         "seed": config.seed,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    tmp = saved.with_name("config.yaml.tmp")
-    tmp.write_text(yaml.safe_dump(record, sort_keys=False))
-    tmp.replace(saved)
+    durable.write_text(saved, yaml.safe_dump(record, sort_keys=False))
+
+
+def flagged_frames(sampling_dir: Path) -> list[FlaggedFrame]:
+    """The frames a finished sampling stage hands to the oracle: those its summary lists (in
+    trajectory-id order), or every stored one for a summary written before that list existed."""
+    summary = SampleSummary.read(sampling_dir / "summary.json")
+    flagged = sampling_dir / "flagged"
+    if summary.flagged_trajectories is None:
+        paths = sorted(flagged.glob("*.json"))
+    else:
+        paths = [flagged / f"{traj}.json" for traj in summary.flagged_trajectories]
+    return [FlaggedFrame.read(p) for p in paths]
 
 
 def ingest_flagged(store: DatasetStore, sampling_dir: Path, oracle_name: str, oracle_hash: str) -> int:
     """Queue the frames the sampler flagged as pending rows (identical frames are skipped)."""
     added = 0
-    for path in sorted((sampling_dir / "flagged").glob("*.json")):
-        rec = json.loads(path.read_text())
-        atoms = Atoms(numbers=rec["numbers"], positions=rec["positions"], cell=rec["cell"], pbc=True)
-        u = rec.get("uncertainty") or {}
+    for rec in flagged_frames(sampling_dir):
+        atoms = rec.atoms()
+        u = rec.uncertainty
         prov = Provenance(
             source="active_learning",
-            generation=int(rec["generation"]) + 1,
-            trajectory=rec["traj"],
-            sim_time_fs=float(rec["sim_time_fs"]),
+            generation=rec.generation + 1,
+            trajectory=rec.traj,
+            sim_time_fs=rec.sim_time_fs,
             energy_std_eV=u.get("energy_eV_per_sqrt_atom", 0.0) * len(atoms) ** 0.5 if u else None,
             force_std_max_eV_A=u.get("force_max_eV_per_A"),
             extra={
-                "outcome": rec["outcome"],
-                "reason": rec["reason"],
+                "outcome": rec.outcome,
+                "reason": rec.reason,
                 "uncertainty": u,
-                "schedule": rec.get("schedule"),
-                "strain": rec.get("strain"),
+                "schedule": rec.schedule,
+                "strain": rec.strain,
+                "pressure": rec.pressure,
             },
         )
         added += store.add_pending(atoms, prov, oracle_name, oracle_hash) is not None
     return added
+
+
+def training_seed(config: CampaignConfig, generation: int) -> int:
+    """Generation g's training seed, from the campaign's seed and ``training.seed``: every
+    campaign and generation its own initialisation and batch order, reproducibly."""
+    import numpy as np
+
+    state = np.random.SeedSequence([config.seed, config.training.seed, generation]).generate_state(1)
+    return int(state[0] % (2**31 - 1))
+
+
+def converged(config: CampaignConfig, sampling_dir: Path) -> tuple[bool, float | None]:
+    """Whether a generation's trajectories met the stop rule: the Kaplan–Meier survival at
+    ``loop.target_median_time_to_flag_fs`` is at least one half (censored trajectories count
+    only as far as they ran). Returns the rule's verdict and that survival."""
+    summary = SampleSummary.read(sampling_dir / "summary.json")
+    s = survival_at(summary.outcomes, config.loop.target_median_time_to_flag_fs)
+    return (s is not None and s >= 0.5), s
 
 
 Progress = Callable[[dict], None]
@@ -168,7 +196,6 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
     oracle = get_oracle(config.oracle.name, config.oracle.settings)
     oracle.check()
     store = DatasetStore(dataset_target(config, directory))
-    threads = config.training.threads
 
     def done(stage: str, summary: dict | None = None) -> None:
         state.done.append(stage)
@@ -204,14 +231,15 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                                          "dataset_size": store.count(status="ok")})  # fmt: skip
             # --- train generation g (warm start from g-1) --------------------------------------
             if f"g{g:03d}:train" not in state.done:
-                train_cfg = config.training
+                update: dict = {"seed": training_seed(config, g)}
                 if g > 0 and config.loop.later_max_epochs:
-                    train_cfg = train_cfg.model_copy(update={"max_epochs": config.loop.later_max_epochs})
+                    update["max_epochs"] = config.loop.later_max_epochs
+                train_cfg = config.training.model_copy(update=update)
                 init = str(model_path(directory, g - 1)) if g > 0 and config.loop.warm_start else None
                 show({"stage": "train", "generation": g})
                 future = engine.submit(
                     "gpu", train_stage, dataset_target(config, directory), str(gdir / "model"),
-                    train_cfg.model_dump_json(), init, threads,
+                    train_cfg.model_dump_json(), init, config.training.threads, oracle.settings_hash(),
                 )  # fmt: skip
                 summary = _wait(
                     future,
@@ -226,25 +254,28 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                 show({"stage": "sample", "generation": g})
                 future = engine.submit(
                     "gpu", sample_stage, str(model_path(directory, g)), str(gdir / "sampling"),
-                    config.sampler.model_dump_json(), cells.model_dump_json(), config.seed, g, threads,
+                    config.sampler.model_dump_json(), cells.model_dump_json(), config.seed, g, config.sampler.threads,
+                    config.loop.target_median_time_to_flag_fs,
                 )  # fmt: skip
                 summary = _wait(
                     future,
                     gdir / "sampling" / "status.json",
                     lambda s, g=g: show({"stage": "sample", "generation": g, **s}),
                 )
-                done(
-                    f"g{g:03d}:sample",
-                    {k: summary.get(k) for k in ("flagged", "total_steps", "median_time_to_flag_fs", "stop_reason")},
-                )
+                keys = ("flagged", "trajectories", "censored", "total_steps", "median_time_to_flag_fs",
+                        "survival_at_target", "stop_reason")  # fmt: skip
+                done(f"g{g:03d}:sample", {k: summary.get(k) for k in keys})
             # --- queue the flagged frames for labelling -----------------------------------------
             if f"g{g:03d}:queue" not in state.done:
                 queued = ingest_flagged(store, gdir / "sampling", oracle.name, oracle.settings_hash())
                 done(f"g{g:03d}:queue", {"queued": queued})
             # --- stop? ---------------------------------------------------------------------------
-            median = _last(state, f"g{g:03d}:sample").get("median_time_to_flag_fs") or 0.0
-            if median >= config.loop.target_median_time_to_flag_fs:
-                state.stop_reason = f"median time to flag {median:.0f} fs reached the target"
+            done_sampling, survival = converged(config, gdir / "sampling")
+            if done_sampling:
+                target = config.loop.target_median_time_to_flag_fs
+                state.stop_reason = (
+                    f"{survival:.0%} of trajectories ran {target:.0f} fs unflagged (Kaplan–Meier): converged"
+                )
             elif g + 1 >= config.loop.max_generations:
                 state.stop_reason = f"generation cap ({config.loop.max_generations}) reached"
             if state.stop_reason:
@@ -256,13 +287,6 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
             state.save(directory)
 
 
-def _last(state: CampaignState, stage: str) -> dict:
-    for rec in reversed(state.history):
-        if rec.get("stage") == stage:
-            return rec
-    return {}
-
-
 def _wait(future, status_file: Path, report: Callable[[dict], None], poll_s: float = 1.0) -> dict:
     """Wait for a stage's future, relaying the status file the stage keeps up to date."""
     last = None
@@ -272,8 +296,10 @@ def _wait(future, status_file: Path, report: Callable[[dict], None], poll_s: flo
             mtime = status_file.stat().st_mtime
             if mtime != last:
                 last = mtime
-                report(json.loads(status_file.read_text()))
-        except (OSError, ValueError):
+                status = durable.read_json(status_file)
+                if status is not None:
+                    report(status)
+        except OSError:
             pass
     return future.result()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from potforge.engine import EngineConfig
 from potforge.errors import ConfigError
@@ -77,19 +77,29 @@ class CampaignConfig(BaseModel):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
+    @model_validator(mode="after")
+    def _budget_reaches_target(self) -> CampaignConfig:
+        target, budget = self.loop.target_median_time_to_flag_fs, self.sampler.schedule.t_max_fs
+        if budget < target:
+            raise ValueError(
+                f"sampler.schedule.t_max_fs ({budget:g} fs) is each trajectory's budget and is shorter than "
+                f"loop.target_median_time_to_flag_fs ({target:g} fs): no trajectory could show the target is met"
+            )
+        return self
+
 
 def _describe(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors()[:5]:
-        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        field = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif "expected" in err.get("ctx", {}):
             msg = f"{msg}"
         value = err.get("input")
         shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
-        lines.append(f"{field}: {msg}{shown}")
+        lines.append(f"{field}: {msg}{shown}" if field else f"{msg}{shown}")
     return f"{source}: " + "; ".join(lines)
 
 

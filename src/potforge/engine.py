@@ -204,7 +204,7 @@ class Engine:
         """Remember this engine's child processes (pid, start time) for the next run's cleanup."""
         import psutil
 
-        from potforge.oracle.runner import write_json_atomic
+        from potforge.durable import write_json
 
         try:
             children = psutil.Process().children(recursive=True)
@@ -212,7 +212,7 @@ class Engine:
         except psutil.Error:
             return
         if record:
-            write_json_atomic(self.run_dir / PIDS_FILE, record)
+            write_json(self.run_dir / PIDS_FILE, record)
 
     def shutdown(self) -> None:
         if self._dfk is not None:

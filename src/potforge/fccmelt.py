@@ -37,7 +37,7 @@ class FccMeltSettings(BaseModel):
     element: str = "Al"
     seed: int = 0
     timestep_fs: float = Field(2.0, gt=0)
-    thermostat_tau_fs: float = Field(100.0, gt=0)
+    friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction γ, 1/fs")
     barostat_tau_fs: float = Field(1000.0, gt=0)
     heatcool_supercell: int = Field(3, ge=2, description="n×n×n conventional fcc cells (108 atoms for 3)")
     heatcool_T_low_K: float = 300.0
@@ -67,27 +67,28 @@ class FccMeltSettings(BaseModel):
 
 
 def _integrator(s: FccMeltSettings):
-    from potforge.validate.dynamics import Integrator
+    from potforge import md
 
-    return Integrator(s.timestep_fs, s.thermostat_tau_fs, s.barostat_tau_fs)
+    return md.Langevin(s.timestep_fs, s.friction_per_fs, s.barostat_tau_fs)
 
 
 def heatcool_frames(model, settings: FccMeltSettings, progress: Callable[[int], None] | None = None) -> list[Atoms]:
     """``heatcool_snapshots`` frames equally spaced along the heat–cool trajectory driven by
     ``model`` (an ANIEnsemble), starting from fcc at the model's 0 K lattice constant."""
+    from potforge import md
     from potforge.validate.core import model_evaluator
     from potforge.validate.crystals import fcc_equilibrium
-    from potforge.validate.dynamics import ModelForces, fcc_supercell
     from potforge.validate.heatcool import heatcool_trajectory
     from potforge.validate.settings import ValidationSettings
+    from potforge.validate.trajectories import fcc_supercell
 
     s = settings
     a0 = fcc_equilibrium(model_evaluator(model), ValidationSettings(element=s.element)).a0_A
     start = fcc_supercell(s.element, a0, (s.heatcool_supercell,) * 3)
     frames = heatcool_trajectory(
-        start, ModelForces(model), t_low_K=s.heatcool_T_low_K, t_high_K=s.heatcool_T_high_K,
+        start, md.EnsembleForces(model), t_low_K=s.heatcool_T_low_K, t_high_K=s.heatcool_T_high_K,
         duration_fs=s.heatcool_duration_fs, snapshot_every_fs=s.heatcool_duration_fs / s.heatcool_snapshots,
-        integrator=_integrator(s), pressure_GPa=s.heatcool_pressure_GPa, seed=(s.seed, 31),
+        integ=_integrator(s), pressure_GPa=s.heatcool_pressure_GPa, seed=(s.seed, 31),
         n_snapshots=s.heatcool_snapshots, progress=progress,
     )  # fmt: skip
     for a in frames:
@@ -105,50 +106,44 @@ def liquid_conditions(settings: FccMeltSettings) -> list[tuple[float, float]]:
 
 def liquid_frames(model, settings: FccMeltSettings, progress: Callable[[int], None] | None = None) -> list[Atoms]:
     """``liquid_snapshots`` liquid frames from ``liquid_runs`` NPT runs at drawn (T, P)."""
+    from potforge import md
     from potforge.validate.core import model_evaluator
     from potforge.validate.crystals import fcc_equilibrium
-    from potforge.validate.dynamics import ModelForces, fcc_supercell, new_state, run_md
     from potforge.validate.settings import ValidationSettings
+    from potforge.validate.trajectories import fcc_supercell, run, start
 
     s = settings
     if s.liquid_snapshots == 0:
         return []
     a0 = fcc_equilibrium(model_evaluator(model), ValidationSettings(element=s.element)).a0_A
-    start = fcc_supercell(s.element, a0 * 1.04, (s.liquid_supercell,) * 3)
+    crystal = fcc_supercell(s.element, a0 * 1.04, (s.liquid_supercell,) * 3)
     integ = _integrator(s)
-    forces = ModelForces(model)
+    forces = md.EnsembleForces(model)
     conditions = liquid_conditions(s)
     per_run = [len(c) for c in np.array_split(np.arange(s.liquid_snapshots), s.liquid_runs)]
-
-    def premelt_then(temp: float, t_fs: float) -> float:
-        return s.liquid_premelt_K if t_fs < s.liquid_premelt_fs else temp
-
-    states = [
-        new_state(
-            start,
-            (lambda t_fs, temp=temp: premelt_then(temp, t_fs)),
-            (s.seed, 33, k),
-            pressure_GPa=p,
-            label=f"liquid {temp:.0f} K {p:.1f} GPa",
-        )
+    states = md.concat([
+        # melted at liquid_premelt_K first, then at the run's temperature
+        start(crystal, forces, md.PiecewiseLinear((0.0, s.liquid_premelt_fs, s.liquid_premelt_fs),
+                                                  (s.liquid_premelt_K, s.liquid_premelt_K, temp)),
+              (s.seed, 33, k), pressure_GPa=p)
         for k, (temp, p) in enumerate(conditions)
-    ]
+    ])  # fmt: skip
     dt = s.timestep_fs
     n_eq = round((s.liquid_premelt_fs + s.liquid_equilibrate_fs) / dt)
-    run_md(states, forces, n_eq, integ, progress=progress)
+    states = run(states, forces, integ, n_eq, progress=progress, label="liquid")
     every = max(round(s.liquid_interval_fs / dt), 1)
     frames: list[Atoms] = []
 
     def keep(step, sts):
         k_snap = step // every
-        for k, st in enumerate(sts):
+        for k in range(sts.n_systems):
             if k_snap <= per_run[k]:
-                a = st.to_atoms()
-                a.info.update(fccmelt_kind="liquid", time_fs=st.t_fs, target_T_K=conditions[k][0],
+                a = sts.to_atoms(k)
+                a.info.update(fccmelt_kind="liquid", time_fs=float(sts.time_fs[k]), target_T_K=conditions[k][0],
                               pressure_GPa=conditions[k][1], run=k)  # fmt: skip
                 frames.append(a)
 
-    run_md(states, forces, every * max(per_run), integ, every=every, callback=keep, progress=progress)
+    run(states, forces, integ, every * max(per_run), every=every, callback=keep, progress=progress, label="liquid")
     return frames
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from potforge import durable
 from potforge.campaign import CampaignState, generation_dir
 
 
@@ -109,6 +110,6 @@ def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    durable.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -2,42 +2,31 @@
 node, or this process): training one generation and sampling with it.
 
 Each takes only paths and JSON, writes everything it produces under its own directory, and
-holds an exclusive lock on that directory while it works: if a killed campaign left a worker
-still running a stage, the restarted campaign's copy of the stage waits for it, then finds the
-work done (or resumes it from its checkpoint) instead of running it twice.
+holds an exclusive lock on that directory while it works (:func:`potforge.durable.stage_lock`):
+if a killed campaign left a worker still running a stage, the restarted campaign's copy of the
+stage waits for it, then finds the work done (or resumes it from its checkpoint) instead of
+running it twice. Each returns its typed summary as a dict (Parsl moves plain data).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-DONE = "DONE.json"
-
-
-@contextlib.contextmanager
-def stage_lock(directory: Path) -> Iterator[None]:
-    """Exclusive lock on ``directory`` (released by the OS if the holder dies)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+from potforge import durable
+from potforge.records import SampleSummary, TrainSummary
 
 
 @contextlib.contextmanager
 def exclusive_stage(directory: Path, threads: int | None) -> Iterator[dict | None]:
     """Hold the stage's lock; yield its recorded summary if it is already done, else None."""
-    with stage_lock(directory):
-        if (directory / DONE).exists():
-            yield json.loads((directory / DONE).read_text())
+    with durable.stage_lock(directory):
+        done = durable.read_done(directory)
+        if done is not None:
+            yield done
             return
         if threads:
             import torch
@@ -46,15 +35,10 @@ def exclusive_stage(directory: Path, threads: int | None) -> Iterator[dict | Non
         yield None
 
 
-def _mark_done(directory: Path, summary: dict) -> dict:
-    from potforge.oracle.runner import write_json_atomic
-
-    write_json_atomic(directory / DONE, summary)
-    return summary
-
-
-def train_stage(db: str, out_dir: str, config_json: str, init_model: str | None, threads: int | None = None) -> dict:
-    """Train one generation on the dataset ``db``; returns (and records) its summary."""
+def train_stage(db: str, out_dir: str, config_json: str, init_model: str | None, threads: int | None = None,
+                oracle_hash: str | None = None) -> dict:  # fmt: skip
+    """Train one generation on the frames of ``db`` labelled by ``oracle_hash`` (all oracles'
+    when None); returns (and records) its :class:`~potforge.records.TrainSummary`."""
     import torch
 
     from potforge.data import DatasetStore
@@ -67,30 +51,25 @@ def train_stage(db: str, out_dir: str, config_json: str, init_model: str | None,
             return done
         config = TrainConfig.model_validate_json(config_json)
         store = DatasetStore(db)
-        elements = dataset_elements(store)
-        splits = {s: load_split(store, s, elements) for s in ("train", "val", "test")}
+        elements = dataset_elements(store, oracle_hash)
+        splits = {s: load_split(store, s, elements, oracle_hash=oracle_hash) for s in ("train", "val", "test")}
         previous = (
             load_model(init_model, dtype=torch.float32 if config.dtype == "float32" else torch.float64)
             if init_model
             else None
         )
-
-        def record(r: dict) -> None:
-            from potforge.oracle.runner import write_json_atomic
-
-            write_json_atomic(out / "status.json", r)
-
-        result = train_ensemble(splits["train"], splits["val"], splits["test"], out, config, previous, progress=record)
-        return _mark_done(
-            out,
-            {
-                "model": str(result.model_path),
-                "epochs": result.epochs,
-                "walltime_s": result.walltime_s,
-                "n_train": len(splits["train"]),
-                "metrics": result.metrics,
-            },
+        result = train_ensemble(
+            splits["train"], splits["val"], splits["test"], out, config, previous,
+            progress=lambda status: durable.write_status(out, status),
+        )  # fmt: skip
+        summary = TrainSummary(
+            model=str(result.model_path),
+            epochs=result.epochs,
+            walltime_s=result.walltime_s,
+            n_train=len(splits["train"]),
+            metrics=result.metrics,
         )
+        return durable.mark_done(out, summary.model_dump(mode="json"))
 
 
 def sample_stage(
@@ -101,13 +80,15 @@ def sample_stage(
     seed: int,
     generation: int,
     threads: int | None = None,
+    target_fs: float | None = None,
 ) -> dict:
-    """Run the sampler with one generation's model; flagged frames land in ``out_dir/flagged``."""
+    """Run the sampler with one generation's model; flagged frames land in ``out_dir/flagged``.
+    Returns (and records) its :class:`~potforge.records.SampleSummary`, without the outcomes
+    (they stay in ``summary.json``)."""
     import torch
 
     from potforge.devices import resolve_device
     from potforge.model.io import load_model
-    from potforge.oracle.runner import write_json_atomic
     from potforge.sample import Sampler, SamplerConfig
     from potforge.structures import RandomCellSpec
 
@@ -118,17 +99,16 @@ def sample_stage(
         config = SamplerConfig.model_validate_json(sampler_json)
         dtype = torch.float32 if config.dtype == "float32" else torch.float64
         model = load_model(model_path, dtype=dtype, device=resolve_device(config.device))
-        sampler = Sampler(model, config, RandomCellSpec.model_validate_json(cells_json), out, seed, generation)
+        cells = RandomCellSpec.model_validate_json(cells_json)
+        sampler = Sampler(model, config, cells, out, seed, generation, target_fs=target_fs)
         last = [0.0]
 
         def relay(status: dict) -> None:  # at most once a second: the campaign polls it
             if time.time() - last[0] > 1.0:
                 last[0] = time.time()
-                write_json_atomic(out / "status.json", status)
+                durable.write_status(out, status)
 
-        result = sampler.run(progress=relay)
-        summary = json.loads((out / "summary.json").read_text())
-        summary.pop("outcomes", None)
-        summary["pid"] = os.getpid()
-        summary["flagged"] = result.flagged
-        return _mark_done(out, summary)
+        summary: SampleSummary = sampler.run(progress=relay)
+        record = summary.model_dump(mode="json", exclude={"outcomes"})
+        record["pid"] = os.getpid()
+        return durable.mark_done(out, record)

@@ -17,7 +17,6 @@ frame of either dataset is in either model's training set before anything is rep
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from potforge import durable
 from potforge.data import DatasetStore
 from potforge.errors import ConfigError, DataError
 from potforge.fccmelt import SOURCE, FccMeltSettings
@@ -168,8 +168,8 @@ def run_table1(
         paths={"al_model": str(al_model_path), "fccmelt_model": str(result.model_path), "fccmelt_db": fm_store.target},
         settings={"fccmelt": settings.model_dump(mode="json"), "training": train_cfg.model_dump(mode="json")},
     )  # fmt: skip
-    (out / "table1.json").write_text(json.dumps(res.to_dict(), indent=1))
-    (out / "table1.md").write_text(render_markdown(res))
+    durable.write_json(out / "table1.json", res.to_dict(), indent=1)
+    durable.write_text(out / "table1.md", render_markdown(res))
     return res
 
 

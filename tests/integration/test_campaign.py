@@ -39,10 +39,11 @@ def tiny_config(counter: Path | None = None, **over) -> dict:
             "timestep_fs": 2.0,
             "schedule": {"t_max_fs": 300, "period_fs": {"low": 100, "high": 200}},
             "max_flagged": 3,
-            "max_steps": 300,
+            "max_trajectories": 6,
+            "uncertainty": {"energy_eV_per_sqrt_atom": 1e-4},  # every trajectory flags: no early convergence
             "checkpoint_every_s": 0.5,
         },
-        "loop": {"max_generations": 3, "later_max_epochs": 4, "target_median_time_to_flag_fs": 1e9},
+        "loop": {"max_generations": 3, "later_max_epochs": 4, "target_median_time_to_flag_fs": 300},
         "engine": {"kind": "threads", "max_workers": 2},
         "validation": {"enabled": False},
     }  # fmt: skip

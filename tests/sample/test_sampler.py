@@ -1,24 +1,32 @@
-"""The sampler: Eq. 2 schedules, independent replicas, stop rules, exact resume."""
+"""The sampler: Eq. 2 schedules, stop rules, trajectory-id order, exact resume after a kill."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from potforge.sample import Sampler, SamplerConfig, TemperatureSchedule
+from potforge import md
+from potforge.errors import ConfigError
+from potforge.records import FlaggedFrame, SampleSummary
+from potforge.sample import Sampler, SamplerConfig
 from potforge.sample.config import ScheduleConfig
-from potforge.sample.md import drift_and_kick, evaluate, final_kick, new_replica
-from potforge.sample.schedule import StrainSchedule
-from potforge.structures import RandomCellSpec, random_cell
+from potforge.sample.schedule import draw_temperature
+from potforge.structures import RandomCellSpec
 
 SMALL = RandomCellSpec(box_min_A=6.5, box_max_A=7.5, density_min_g_cm3=2.3, density_max_g_cm3=2.8)
 
 
 def test_schedule_is_equation_2():
-    s = TemperatureSchedule(t_start_K=300, t_end_K=100, t_mod_K=500, period_fs=20_000, t_max_fs=250_000)
+    s = md.TemperatureSchedule(t_start_K=300, t_end_K=100, t_mod_K=500, period_fs=20_000, t_max_fs=250_000)
     for t in (0.0, 5_000.0, 10_000.0, 123_456.0, 250_000.0):
         expected = 300 + t / 250_000 * (100 - 300) + 500 * math.sin(math.pi * t / 20_000) ** 2
         assert s(t) == pytest.approx(expected, rel=1e-12)
@@ -28,127 +36,148 @@ def test_schedule_is_equation_2():
 def test_schedule_draws_stay_in_the_paper_ranges():
     cfg = ScheduleConfig()
     rng = np.random.default_rng(0)
-    draws = [TemperatureSchedule.draw(cfg, rng) for _ in range(200)]
+    draws = [draw_temperature(cfg, rng) for _ in range(200)]
     assert all(10 <= d.t_start_K <= 1000 and 10 <= d.t_end_K <= 600 for d in draws)
     assert all(0 <= d.t_mod_K <= 2000 and 10_000 <= d.period_fs <= 50_000 for d in draws)
     assert all(d.t_max_fs == 250_000 for d in draws)
 
 
 def test_strain_schedule_deforms_periodically():
-    s = StrainSchedule(volume_strain=0.05, shear_strain=0.04, period_fs=1000, shear_axes=(0, 2))
+    s = md.StrainSchedule(volume_strain=0.05, shear_strain=0.04, period_fs=1000, shear_axes=(0, 2))
     np.testing.assert_allclose(s.deformation(0.0), np.eye(3), atol=1e-15)
     f = s.deformation(250.0)  # quarter period: full amplitude
     assert f[1, 1] == pytest.approx(1.05) and f[0, 2] == pytest.approx(0.02) and f[2, 0] == pytest.approx(0.02)
 
 
-def _replicas(model, seeds):
-    out = []
-    for k in seeds:
-        rng = np.random.default_rng([3, k])
-        atoms = random_cell(SMALL, rng)
-        sched = TemperatureSchedule(t_start_K=600, t_end_K=300, t_mod_K=200, period_fs=500, t_max_fs=10_000)
-        out.append(new_replica(f"r{k}", atoms, model, sched, None, (3, k)))
-    return out
-
-
-def test_a_replica_stopping_does_not_disturb_the_others(ani_al64):
-    """Same seeds, same path: a replica run beside others, or after one of them was removed,
-    follows the same trajectory."""
-    together = _replicas(ani_al64, [0, 1, 2])
-    fewer = _replicas(ani_al64, [0, 1, 2])
-    for group in (together, fewer):
-        evaluate(ani_al64, group, members=False)
-    for step in range(30):
-        if step == 10:
-            fewer.pop(1)  # replica 1 "stops" after 10 steps
-        for group in (together, fewer):
-            drift_and_kick(group, 1.0, 0.02)
-            evaluate(ani_al64, group, members=False)
-            final_kick(group, 1.0)
-    np.testing.assert_allclose(together[0].positions, fewer[0].positions, atol=1e-9)
-    np.testing.assert_allclose(together[2].velocities, fewer[1].velocities, atol=1e-9)
-
-
-def test_thermostat_reaches_the_target_temperature(ani_al64):
-    reps = _replicas(ani_al64, [5])
-    reps[0].schedule = TemperatureSchedule(t_start_K=400, t_end_K=400, t_mod_K=0, period_fs=1e9, t_max_fs=1e9)
-    evaluate(ani_al64, reps, members=False)
-    temps = []
-    for step in range(600):
-        drift_and_kick(reps, 2.0, 0.05)
-        evaluate(ani_al64, reps, members=False)
-        final_kick(reps, 2.0)
-        if step > 300:
-            temps.append(reps[0].temperature_K())
-    assert np.mean(temps) == pytest.approx(400, rel=0.2)
-
-
 def sampler_config(**kw) -> SamplerConfig:
-    cfg = SamplerConfig(replicas=3, timestep_fs=2.0, max_flagged=4, max_steps=600, checkpoint_every_s=1e-6, **kw)
+    base = dict(replicas=3, max_trajectories=8, timestep_fs=2.0, max_flagged=4, checkpoint_every_s=1e-6,
+                census_every_fs=100.0, dtype="float64")  # fmt: skip
+    base.update(kw)
+    cfg = SamplerConfig(**base)
     cfg.schedule.t_max_fs = 400
     cfg.schedule.period_fs.low, cfg.schedule.period_fs.high = 100, 300
+    cfg.uncertainty.energy_eV_per_sqrt_atom = 0.003  # ANI-Al is unsure of some random 7 Å cells, not all
+    cfg.uncertainty.force_mean_eV_per_A = None
+    cfg.uncertainty.force_max_eV_per_A = None
     return cfg
 
 
-def test_sampler_flags_replaces_and_records(ani_al32, tmp_path):
+def test_sampler_flags_replaces_and_records(ani_al64, tmp_path):
     cfg = sampler_config()
-    cfg.uncertainty.energy_eV_per_sqrt_atom = 0.001  # ANI-Al is unsure of random 7 Å cells
-    result = Sampler(ani_al32, cfg, SMALL, tmp_path, seed=1, generation=0).run()
-    flagged = [o for o in result.outcomes if o["outcome"] == "flagged"]
-    assert result.flagged == len(list((tmp_path / "flagged").glob("*.json"))) >= 1
-    assert all(o["uncertainty"]["energy_eV_per_sqrt_atom"] > 0.001 for o in flagged)
-    # slots are refilled: more trajectories than replicas were started
-    assert len(result.outcomes) > cfg.replicas
-    assert (tmp_path / "summary.json").exists()
+    summary = Sampler(ani_al64, cfg, SMALL, tmp_path, seed=1, generation=0).run()
+    flagged = [o for o in summary.outcomes if o.outcome == "flagged"]
+    assert summary.flagged == len(summary.flagged_trajectories) >= 1
+    for o in flagged:
+        frame = FlaggedFrame.read(tmp_path / "flagged" / f"{o.traj}.json")
+        assert frame.uncertainty["energy_eV_per_sqrt_atom"] > 0.003 and frame.census is not None
+        assert len(frame.numbers) == o.n_atoms
+    # slots are refilled: more trajectories than replicas were started, each with a census
+    assert len(summary.outcomes) > cfg.replicas
+    assert all(o.census and o.census[0].time_fs == 0.0 for o in summary.outcomes)
+    assert SampleSummary.read(tmp_path / "summary.json") == summary
 
 
-def test_sampler_resumes_exactly(ani_al32, tmp_path):
-    cfg = sampler_config()
-    cfg.uncertainty.energy_eV_per_sqrt_atom = None
-    cfg.uncertainty.force_mean_eV_per_A = None
-    cfg.uncertainty.force_max_eV_per_A = None  # nothing flags: trajectories run to t_max
-    straight = Sampler(ani_al32, cfg, SMALL, tmp_path / "a", seed=2, generation=1).run()
-    half = cfg.model_copy(update={"max_steps": 300})
-    Sampler(ani_al32, half, SMALL, tmp_path / "b", seed=2, generation=1).run()
-    # the stopped run left its state; a sampler with the full budget continues from it
-    import json
+def _flagged_frames(directory):
+    summary = SampleSummary.read(directory / "summary.json")
+    return summary, [FlaggedFrame.read(directory / "flagged" / f"{t}.json") for t in summary.flagged_trajectories]
 
-    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
-    assert summary["total_steps"] >= 300
-    state = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
-    assert state["total_steps"] == summary["total_steps"]
-    # (the finished stage keeps its state; resuming a *killed* one is tested in tests/integration)
-    assert straight.total_steps >= 600
+
+def test_max_flagged_counts_in_trajectory_order_whatever_runs_side_by_side(ani_al64, tmp_path):
+    """The same trajectories, flagged frames and outcomes with 2 or 5 replicas at a time (float64)."""
+    runs = {}
+    for replicas in (2, 5):
+        cfg = sampler_config(replicas=replicas, max_flagged=3)
+        Sampler(ani_al64, cfg, SMALL, tmp_path / f"r{replicas}", seed=4, generation=2).run()
+        runs[replicas] = _flagged_frames(tmp_path / f"r{replicas}")
+    (s2, f2), (s5, f5) = runs[2], runs[5]
+    assert s2.flagged_trajectories == s5.flagged_trajectories and len(f2) == 3
+    assert f2 == f5  # positions bit for bit
+    used = lambda s: [(o.traj, o.outcome, o.time_fs) for o in s.outcomes if o.outcome != "unused"]  # noqa: E731
+    assert used(s2) == used(s5)
+
+
+KILL_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from potforge.model import load_model
+from potforge.sample import Sampler, SamplerConfig
+from potforge.structures import RandomCellSpec
+cfg = SamplerConfig.model_validate_json(sys.argv[2])
+cells = RandomCellSpec.model_validate_json(sys.argv[3])
+Sampler(load_model("ani-al", dtype=torch.float64), cfg, cells, sys.argv[1], seed=2, generation=1).run()
+"""
+
+
+def test_a_killed_sampler_resumes_to_the_same_trajectories(ani_al64, tmp_path):
+    """SIGKILL the sampler mid-generation (only its checkpoint survives), run it again: the same
+    outcomes and flagged frames, bit for bit, as an uninterrupted run (float64)."""
+    cfg = sampler_config(max_flagged=5, max_trajectories=10)
+    Sampler(ani_al64, cfg, SMALL, tmp_path / "straight", seed=2, generation=1).run()
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    args = [sys.executable, "-c", KILL_SCRIPT, str(killed), cfg.model_dump_json(), SMALL.model_dump_json()]
+    proc = subprocess.Popen(args, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "flagged").is_dir():
+        time.sleep(0.05)  # kill once it has flagged a frame, well before it ends
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (killed / "state.pt").exists() and not (killed / "summary.json").exists()
+    torch.set_num_threads(1)  # as the killed process ran
+    try:
+        Sampler(ani_al64, cfg, SMALL, killed, seed=2, generation=1).run()
+    finally:
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    (s1, f1), (s2, f2) = _flagged_frames(tmp_path / "straight"), _flagged_frames(killed)
+    assert f1 == f2 and len(f1) >= 2
+    assert [o.model_dump(exclude={"steps"}) for o in s1.outcomes] == [
+        o.model_dump(exclude={"steps"}) for o in s2.outcomes
+    ]
 
 
 def test_unstable_replicas_are_stopped_with_their_last_sane_frame(ani_al32, tmp_path):
-    cfg = sampler_config()
+    cfg = sampler_config(dtype="float32")
     cfg.stability.min_distance_A = 2.3  # random cells start at >= 1.8 Å: every replica "collapses"
     cfg.uncertainty.energy_eV_per_sqrt_atom = None
-    cfg.uncertainty.force_mean_eV_per_A = None
-    cfg.uncertainty.force_max_eV_per_A = None
-    result = Sampler(ani_al32, cfg, SMALL, tmp_path, seed=3, generation=0).run()
-    unstable = [o for o in result.outcomes if o["outcome"] == "unstable"]
-    assert unstable and all("apart" in o["reason"] for o in unstable)
-    import json
-
-    frame = json.loads((tmp_path / "flagged" / f"{unstable[0]['traj']}.json").read_text())
-    assert frame["outcome"] == "unstable" and frame["sim_time_fs"] == 0.0  # the starting cell was the last sane one
+    summary = Sampler(ani_al32, cfg, SMALL, tmp_path, seed=3, generation=0).run()
+    unstable = [o for o in summary.outcomes if o.outcome == "unstable"]
+    assert unstable and all("apart" in o.reason for o in unstable)
+    frame = FlaggedFrame.read(tmp_path / "flagged" / f"{unstable[0].traj}.json")
+    assert frame.outcome == "unstable" and frame.sim_time_fs == 0.0  # the starting cell was the last sane one
 
 
-def test_strained_cells_deform_affinely(ani_al64):
-    from potforge.sample.config import StrainConfig
+def test_pressure_schedules_drive_the_cell(ani_al32, tmp_path):
+    """The same trajectories at 0 and at 10 GPa: the compressed ones end denser, every one."""
+    volumes = {}
+    for p in (0.0, 10.0):
+        cfg = sampler_config(dtype="float32", max_trajectories=3, replicas=3)
+        cfg.uncertainty.energy_eV_per_sqrt_atom = None
+        cfg.pressure.enabled = True
+        for r in (cfg.pressure.p_start_GPa, cfg.pressure.p_end_GPa):
+            r.low = r.high = p
+        cfg.pressure.p_mod_GPa.high = 0.0
+        cfg.pressure.barostat_tau_fs = 100.0
+        sampler = Sampler(ani_al32, cfg, SMALL, tmp_path / str(p), seed=5, generation=0)
+        sampler._fill()
+        for _ in range(200):
+            sampler._step()
+        volumes[p] = sampler.state.volumes()
+    assert bool((volumes[10.0] < 0.97 * volumes[0.0]).all())
 
-    rng = np.random.default_rng(4)
-    atoms = random_cell(SMALL, rng)
-    strain = StrainSchedule.draw(StrainConfig(enabled=True), rng)
-    sched = TemperatureSchedule(t_start_K=300, t_end_K=300, t_mod_K=0, period_fs=1e9, t_max_fs=1e9)
-    rep = new_replica("s", atoms, ani_al64, sched, strain, (4,))
-    evaluate(ani_al64, [rep], members=False)
-    for _ in range(20):
-        drift_and_kick([rep], 1.0, 0.01)
-        evaluate(ani_al64, [rep], members=False)
-        final_kick([rep], 1.0)
-    expected = rep.cell0 @ torch.tensor(strain.deformation(rep.t_fs), dtype=rep.cell.dtype)
-    torch.testing.assert_close(rep.cell, expected)
-    assert not torch.allclose(rep.cell, rep.cell0)
+
+def test_config_refuses_what_cannot_work():
+    from potforge.config import parse_config
+
+    with pytest.raises(ConfigError, match="max_steps was removed"):
+        parse_config({"sampler": {"max_steps": 1000}})
+    with pytest.raises(ConfigError, match="strain and pressure"):
+        parse_config({"sampler": {"strain": {"enabled": True}, "pressure": {"enabled": True}}})
+    with pytest.raises(ConfigError, match="shorter than"):
+        parse_config({"sampler": {"schedule": {"t_max_fs": 1000}}, "loop": {"target_median_time_to_flag_fs": 2000}})
+
+
+def test_old_sampling_checkpoints_are_refused_with_what_to_do(ani_al32, tmp_path):
+    torch.save({"replicas": [], "next_traj": 3, "outcomes": json.dumps([])}, tmp_path / "state.pt")
+    with pytest.raises(ConfigError, match=r"older potforge.*run again"):
+        Sampler(ani_al32, sampler_config(), SMALL, tmp_path, seed=1, generation=0).run()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from potforge.validate.dynamics import coordination, crystalline_fraction, rdf, structure_fractions
+from potforge.analysis import coordination, crystalline_fraction, rdf, structure_fractions
 from potforge.validate.liquid import first_peak, first_shell_coordination
 from potforge.validate.melting import Trial, estimate
 from potforge.validate.registry import select

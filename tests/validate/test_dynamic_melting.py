@@ -6,21 +6,23 @@ from __future__ import annotations
 import pytest
 from ase.calculators.emt import EMT
 
-from potforge.validate.dynamics import CalculatorForces, Integrator, solid_fraction_of
+from potforge import md
 from potforge.validate.melting import coexistence_runs, prepare_slab
+from potforge.validate.trajectories import solid_fraction
 
-EMT_FORCES = CalculatorForces(lambda atoms, directory: EMT())
+EMT_FORCES = md.CalculatorForces(lambda atoms, directory: EMT())
 
 
-def _coexistence(supercell, temps, prepare_fs, run_fs, seed=0, crystal_T_K=800.0):
-    integ = Integrator(2.0, 100.0, 500.0)
+def _coexistence(supercell, temps, prepare_fs, run_fs, seed=0, crystal_T_K=450.0):
+    integ = md.Langevin(2.0, 0.01, 500.0)
     slab = prepare_slab(EMT_FORCES, 4.0, "Al", supercell, 0.0001, crystal_T_K, 2400.0, prepare_fs, integ, seed)
-    assert slab.fixed is not None and 0.45 < slab.fixed.mean() < 0.55  # half held, half melted
-    held = solid_fraction_of(slab, slab.fixed)
-    melted = solid_fraction_of(slab, ~slab.fixed)
+    fixed = slab.fixed.numpy()
+    assert 0.45 < fixed.mean() < 0.55  # half held, half melted
+    held = solid_fraction(slab, 0, fixed)
+    melted = solid_fraction(slab, 0, ~fixed)
     assert held > 0.5 and melted < 0.2  # an explicit interface: crystal below, liquid above
-    return coexistence_runs(slab, temps, EMT_FORCES, settle_fs=100.0, run_fs=run_fs, sample_fs=100.0,
-                            integrator=integ, seed=seed)  # fmt: skip
+    return coexistence_runs(slab, temps, EMT_FORCES, pressure_GPa=0.0001, settle_fs=100.0, run_fs=run_fs,
+                            sample_fs=100.0, integ=integ, seed=seed)  # fmt: skip
 
 
 def test_interface_moves_into_the_solid_above_and_into_the_liquid_below_tm():

@@ -39,7 +39,7 @@ def test_dynamic_group_emt_vs_emt(tmp_path):
 def test_dynamic_reference_md_is_skipped_for_expensive_references():
     from potforge.oracle import get_oracle
     from potforge.validate.core import OracleEvaluator
-    from potforge.validate.dynamics import md_is_cheap
+    from potforge.validate.trajectories import md_is_cheap
 
     emt = OracleEvaluator(get_oracle("emt"))
     assert md_is_cheap(emt, "auto") and not md_is_cheap(emt, "never")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from potforge import durable
 from potforge.cli import app
 from potforge.errors import PotforgeError, StructureError
 
@@ -68,10 +70,9 @@ def eval_cmd(
     ) as bar:
         task = bar.add_task("eval", total=len(frames))
         results = predict_frames(ensemble, frames, batch_atoms, progress=lambda n: bar.advance(task, n))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    write(tmp, results, format="extxyz")
-    tmp.replace(out)
+    buffer = io.StringIO()
+    write(buffer, results, format="extxyz")
+    durable.write_text(out, buffer.getvalue())
     n_atoms = sum(len(a) for a in results)
     if len(results) <= 50:
         console.print(summary_table(results))

@@ -2,7 +2,8 @@
 
 from potforge.model.aev import AEVParams
 from potforge.model.calculator import PotforgeCalculator, atoms_to_batch, predict_frames
-from potforge.model.ensemble import ANIEnsemble, Prediction
+from potforge.model.ensemble import ANIEnsemble, EnergyPrediction, ForcePrediction, MemberPrediction
+from potforge.model.interface import Potential
 from potforge.model.io import load_model, load_neurochem, save_model
 from potforge.model.neighbors import AtomsBatch, NeighborGraph, build_graph
 
@@ -14,9 +15,12 @@ __all__ = [
     "ANIEnsemble",
     "AtomsBatch",
     "Calculator",
+    "EnergyPrediction",
+    "ForcePrediction",
+    "MemberPrediction",
     "NeighborGraph",
+    "Potential",
     "PotforgeCalculator",
-    "Prediction",
     "atoms_to_batch",
     "build_graph",
     "load_model",

@@ -16,9 +16,10 @@ same inside an autograd graph (training through forces).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 
 from potforge.model import kernels
 
@@ -36,7 +37,6 @@ class AEVParams:
     angular_zeta: float
     angular_shifts: tuple[float, ...]
     angular_sections: tuple[float, ...]
-    _cache: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.angular_cutoff > self.radial_cutoff:
@@ -64,7 +64,6 @@ class AEVParams:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("_cache")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -112,28 +111,24 @@ class AEVParams:
         return out
 
     def kernel_params(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Integer parameters, real parameters and pair-block table in the C kernels' layout."""
-        key = ("kernel", dtype)
-        if key not in self._cache:
-            ints = torch.tensor(
-                [self.n_species, len(self.radial_shifts), len(self.angular_shifts), len(self.angular_sections)],
-                dtype=torch.int32,
-            )
-            sections = torch.tensor(self.angular_sections, dtype=torch.float64)
-            reals = torch.cat(
-                [
-                    torch.tensor(
-                        [self.radial_cutoff, self.radial_eta, self.angular_cutoff, self.angular_eta, self.angular_zeta],
-                        dtype=torch.float64,
-                    ),
-                    torch.tensor(self.radial_shifts, dtype=torch.float64),
-                    torch.tensor(self.angular_shifts, dtype=torch.float64),
-                    torch.cos(sections),
-                    torch.sin(sections),
-                ]
-            ).to(dtype)
-            self._cache[key] = (ints, reals, self.triu_index().to(torch.int32))
-        return self._cache[key]
+        """Integer parameters, real parameters (in ``dtype``) and pair-block table in the C
+        kernels' layout."""
+        ints = torch.tensor(
+            [self.n_species, len(self.radial_shifts), len(self.angular_shifts), len(self.angular_sections)],
+            dtype=torch.int32,
+        )
+        sections = torch.tensor(self.angular_sections, dtype=torch.float64)
+        head = [self.radial_cutoff, self.radial_eta, self.angular_cutoff, self.angular_eta, self.angular_zeta]
+        reals = torch.cat(
+            [
+                torch.tensor(head, dtype=torch.float64),
+                torch.tensor(self.radial_shifts, dtype=torch.float64),
+                torch.tensor(self.angular_shifts, dtype=torch.float64),
+                torch.cos(sections),
+                torch.sin(sections),
+            ]
+        ).to(dtype)
+        return ints, reals, self.triu_index().to(torch.int32)
 
 
 def _cosine_cutoff(d: torch.Tensor, rc: float) -> torch.Tensor:
@@ -227,6 +222,7 @@ class AEVOperator:
         offsets: torch.Tensor,
         neighbor_species: torch.Tensor,
         backend: str = "auto",
+        kernel_params: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         self.params = params
         self.vec = vec.detach()
@@ -241,7 +237,7 @@ class AEVOperator:
         self.backend = "c" if use_c else "torch"
         self._args: kernels.KernelArgs | None = None
         if use_c:
-            ints, reals, triu = params.kernel_params(vec.dtype)
+            ints, reals, triu = kernel_params if kernel_params is not None else params.kernel_params(vec.dtype)
             self._args = kernels.KernelArgs(offsets, self.vec, neighbor_species, ints, reals, triu, params.n_features)
         self._aev: torch.Tensor | None = None
         self._vec_leaf: torch.Tensor | None = None
@@ -289,3 +285,44 @@ class AEVOperator:
             for g in grad_aev.unbind(0)
         ]
         return torch.stack(out, dim=1)
+
+
+class AEVComputer(nn.Module):
+    """The AEV of a model, as a module: its hyperparameters, the kernels' parameter tensors and
+    the backend choice (``"auto"``: C kernels on CPUs where they compile, PyTorch elsewhere;
+    ``"c"``; ``"torch"``).
+
+    Calling it on one geometry gives the :class:`AEVOperator` of that geometry (AEVs and their
+    derivatives); the operator is per geometry because it caches what the kernels computed.
+    The kernel parameters are kept per dtype, derived from the float64 hyperparameters (not
+    buffers: a model taken to float32 and back must not have rounded its AEV constants).
+    """
+
+    def __init__(self, params: AEVParams, backend: str = "auto") -> None:
+        super().__init__()
+        self.params = params
+        self.backend = backend
+        self._kernel_params: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in ("auto", "c", "torch"):
+            raise ValueError(f"unknown AEV backend {value!r} (auto, c or torch)")
+        self._backend = value
+
+    @property
+    def cutoff_A(self) -> float:
+        return self.params.radial_cutoff
+
+    def forward(
+        self, vec: torch.Tensor, centers: torch.Tensor, offsets: torch.Tensor, neighbor_species: torch.Tensor
+    ) -> AEVOperator:
+        """The AEV operator of the edge vectors ``vec`` (n_edges, 3) Å of a centre-sorted graph."""
+        kp = self._kernel_params.get(vec.dtype)
+        if kp is None:
+            kp = self._kernel_params[vec.dtype] = self.params.kernel_params(vec.dtype)
+        return AEVOperator(self.params, vec, centers, offsets, neighbor_species, self.backend, kp)

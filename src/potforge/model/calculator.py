@@ -10,7 +10,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from potforge.model.ensemble import ANIEnsemble
+from potforge.model.ensemble import ANIEnsemble, MemberPrediction
 from potforge.model.neighbors import AtomsBatch
 
 
@@ -84,7 +84,7 @@ class PotforgeCalculator(Calculator):
         if pred.stress is not None:
             s = pred.stress[0].detach().cpu().numpy().astype(np.float64)
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-        if pred.member_forces is not None:
+        if isinstance(pred, MemberPrediction):
             self.results["member_forces"] = pred.member_forces.detach().cpu().numpy().astype(np.float64)
             self.results["force_std"] = pred.force_std.detach().cpu().numpy().astype(np.float64)
 

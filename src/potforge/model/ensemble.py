@@ -16,28 +16,65 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Literal, overload
 
 import torch
 from torch import nn
 
 from potforge.errors import UnknownElementError
-from potforge.model.aev import AEVOperator, AEVParams
+from potforge.model.aev import AEVComputer, AEVOperator, AEVParams
 from potforge.model.neighbors import AtomsBatch, NeighborGraph, build_graph
 from potforge.model.networks import ElementNetworks
 
 
-@dataclass
-class Prediction:
-    """Model output for a batch. Units: eV, eV/Å, eV/Å³. M members, B systems, N atoms."""
+@dataclass(kw_only=True)
+class EnergyPrediction:
+    """Energies of a batch (every call mode). Units: eV. M members, B systems."""
 
     energy: torch.Tensor  # (B,) ensemble mean
     member_energies: torch.Tensor  # (M, B)
     energy_std: torch.Tensor  # (B,)
-    forces: torch.Tensor | None = None  # (N, 3) ensemble mean
-    member_forces: torch.Tensor | None = None  # (M, N, 3)
-    force_std: torch.Tensor | None = None  # (N,)
-    stress: torch.Tensor | None = None  # (B, 3, 3) ensemble mean, ASE sign convention
-    member_stress: torch.Tensor | None = None  # (M, B, 3, 3)
+
+
+@dataclass(kw_only=True)
+class ForcePrediction(EnergyPrediction):
+    """Energies, ensemble-mean forces (N, 3) eV/Å and, on request, stress (B, 3, 3) eV/Å³ (ASE sign)."""
+
+    forces: torch.Tensor
+    stress: torch.Tensor | None = None
+
+
+@dataclass(kw_only=True)
+class MemberPrediction(ForcePrediction):
+    """Also every member's forces (M, N, 3), their spread ``force_std`` (N,) eV/Å and, with
+    stress, every member's stress (M, B, 3, 3)."""
+
+    member_forces: torch.Tensor
+    force_std: torch.Tensor
+    member_stress: torch.Tensor | None = None
+
+
+def member_moments(x: torch.Tensor, variance: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean over members (axis 0) and sample variance (ddof 1; zeros for one member) of ``x``.
+
+    Accumulated member by member in elementwise operations, so each entry's result depends on
+    its own values alone: a system's prediction is bit for bit the same whatever else is in the
+    batch (a library reduction may vectorise differently for another shape, and round
+    differently).
+    """
+    m = x.shape[0]
+    total = x[0].clone()
+    for k in range(1, m):
+        total = total + x[k]
+    mean = total / m
+    if not variance:
+        return mean, None
+    if m == 1:
+        return mean, torch.zeros_like(mean)
+    sq = (x[0] - mean) ** 2
+    for k in range(1, m):
+        sq = sq + (x[k] - mean) ** 2
+    return mean, sq / (m - 1)
 
 
 def edge_to_atom_forces(gvec: torch.Tensor, graph: NeighborGraph, n_atoms: int) -> torch.Tensor:
@@ -72,7 +109,7 @@ class ANIEnsemble(nn.Module):
         super().__init__()
         if layer_sizes[0] != aev.n_features:
             raise ValueError(f"first layer size {layer_sizes[0]} != AEV length {aev.n_features}")
-        self.aev_params = aev
+        self.aev = AEVComputer(aev)
         self.networks = ElementNetworks(aev.elements, layer_sizes, n_members, celu_alpha)
         sae = [0.0] * aev.n_species if self_energies is None else list(self_energies)
         if len(sae) != aev.n_species:
@@ -81,7 +118,15 @@ class ANIEnsemble(nn.Module):
         # ~70 eV to float32 (1e-5 eV), and system energies are summed in float64
         self.self_energies_eV: list[float] = [float(x) for x in sae]
         self.metadata: dict = dict(metadata or {})
-        self.aev_backend = "auto"
+
+    @property
+    def aev_params(self) -> AEVParams:
+        return self.aev.params
+
+    @property
+    def cutoff_A(self) -> float:
+        """Interaction range (Å): the radial AEV cutoff."""
+        return self.aev.cutoff_A
 
     @property
     def elements(self) -> tuple[str, ...]:
@@ -120,30 +165,46 @@ class ANIEnsemble(nn.Module):
         graph = graph if graph is not None else self.graph(batch)
         with torch.no_grad():
             vec = graph.edge_vectors(batch.positions, batch.cells)
-        op = AEVOperator(
-            self.aev_params, vec, graph.centers, graph.offsets, batch.species[graph.neighbors], self.aev_backend
-        )
-        return graph, vec, op
+        return graph, vec, self.aev(vec, graph.centers, graph.offsets, batch.species[graph.neighbors])
 
     def atomic_terms(
-        self, aev: torch.Tensor, species: torch.Tensor, want_grad: bool = True, chunk: int = 1024
+        self,
+        aev: torch.Tensor,
+        species: torch.Tensor,
+        want_grad: bool = True,
+        chunk: int = 1024,
+        segments: list[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Atomic network energies (M, N) eV and their AEV gradients (M, N, F).
 
         Atoms go through the networks ``chunk`` at a time: the members' activations of a chunk
-        stay in cache, which is faster on CPUs than one pass over all atoms.
+        stay in cache, which is faster on CPUs than one pass over all atoms. With ``segments``
+        (atom offsets of the systems, B + 1) no chunk spans two systems, so a system's numbers
+        are bit for bit the same whatever else is in the batch (a matrix product's rounding can
+        depend on where a row sits in it).
         """
         m, n = self.n_members, aev.shape[0]
         energies = aev.new_zeros(m, n)
         grads = aev.new_zeros(m, n, aev.shape[1]) if want_grad else None
+        bounds = [0, n] if segments is None else segments
+        single = len(self.elements) == 1
         for k, el in enumerate(self.elements):
-            idx_all = torch.nonzero(species == k).squeeze(1)
-            for start in range(0, idx_all.numel(), chunk):
-                idx = idx_all[start : start + chunk]
-                e, g = self.networks.energies_and_input_grads(el, aev[idx], want_grad)
-                energies.index_copy_(1, idx, e)
-                if want_grad:
-                    grads.index_copy_(1, idx, g)
+            for lo, hi in pairwise(bounds):
+                if single:  # one element: contiguous slices, no gather
+                    for start in range(lo, hi, chunk):
+                        stop = min(start + chunk, hi)
+                        e, g = self.networks.energies_and_input_grads(el, aev[start:stop], want_grad)
+                        energies[:, start:stop] = e
+                        if want_grad:
+                            grads[:, start:stop] = g
+                    continue
+                idx_all = torch.nonzero(species[lo:hi] == k).squeeze(1) + lo
+                for start in range(0, idx_all.numel(), chunk):
+                    idx = idx_all[start : start + chunk]
+                    e, g = self.networks.energies_and_input_grads(el, aev[idx], want_grad)
+                    energies.index_copy_(1, idx, e)
+                    if want_grad:
+                        grads.index_copy_(1, idx, g)
         return energies, grads
 
     @property
@@ -157,6 +218,36 @@ class ANIEnsemble(nn.Module):
         out = per_atom.new_zeros(atomic.shape[0], batch.n_systems)
         return out.index_add(1, batch.system, per_atom)
 
+    @overload
+    def evaluate(
+        self,
+        batch: AtomsBatch,
+        *,
+        forces: Literal[False],
+        member_forces: Literal[False] = ...,
+        stress: Literal[False] = ...,
+        graph: NeighborGraph | None = ...,
+    ) -> EnergyPrediction: ...
+    @overload
+    def evaluate(
+        self,
+        batch: AtomsBatch,
+        *,
+        forces: Literal[True] = ...,
+        member_forces: Literal[False] = ...,
+        stress: bool = ...,
+        graph: NeighborGraph | None = ...,
+    ) -> ForcePrediction: ...
+    @overload
+    def evaluate(
+        self,
+        batch: AtomsBatch,
+        *,
+        forces: bool = ...,
+        member_forces: Literal[True],
+        stress: bool = ...,
+        graph: NeighborGraph | None = ...,
+    ) -> MemberPrediction: ...
     def evaluate(
         self,
         batch: AtomsBatch,
@@ -165,51 +256,51 @@ class ANIEnsemble(nn.Module):
         member_forces: bool = False,
         stress: bool = False,
         graph: NeighborGraph | None = None,
-    ) -> Prediction:
-        """Energies (always), forces and stress (on request) of every system in ``batch``.
+    ) -> EnergyPrediction:
+        """Energies (always), forces and stress (on request) of every system in ``batch``; the
+        type of the result says what it holds.
 
-        member_forces: also every member's forces (needed for ``force_std``); stress with
-        member_forces gives every member's stress too. Nothing is attached to autograd.
+        ``member_forces``: also every member's forces (``force_std``) and, with ``stress``,
+        every member's stress; it implies ``forces``. ``stress`` needs ``forces`` or
+        ``member_forces``. ``graph``: a neighbour graph of ``batch`` built with at least the
+        model's cutoff (a longer one, as MD reuses between steps, is fine). Nothing is attached
+        to autograd.
         """
+        if stress and not (forces or member_forces):
+            raise ValueError("stress needs forces=True or member_forces=True")
         with torch.no_grad():
             batch = batch.to(self.device, self.dtype)
             graph, vec, op = self.aev_operator(batch, graph)
             aev = op.forward()
-            need_grad = forces or stress
-            atomic, grad_aev = self.atomic_terms(aev, batch.species, want_grad=need_grad)
+            need_grad = forces or member_forces
+            segments = [0, *torch.cumsum(batch.atoms_per_system(), 0).tolist()]
+            atomic, grad_aev = self.atomic_terms(aev, batch.species, want_grad=need_grad, segments=segments)
             member_e = self.system_energies(atomic, batch)
-            out = Prediction(
-                energy=member_e.mean(0),
-                member_energies=member_e,
-                energy_std=member_e.std(0) if self.n_members > 1 else torch.zeros_like(member_e[0]),
-            )
+            energy, energy_var = member_moments(member_e)
+            energy_std = energy_var.sqrt()
             if not need_grad:
-                return out
-            per_member = member_forces
-            cot = grad_aev if per_member else grad_aev.mean(0, keepdim=True)
+                return EnergyPrediction(energy=energy, member_energies=member_e, energy_std=energy_std)
+            cot = grad_aev if member_forces else member_moments(grad_aev, variance=False)[0][None]
             gvec = op.vjp(cot)  # (E, K, 3): dE/d(edge vector)
-            if forces:
-                f = edge_to_atom_forces(gvec, graph, batch.n_atoms)
-                if per_member:
-                    out.member_forces = f
-                    out.forces = f.mean(0)
-                    if self.n_members > 1:
-                        dev = f - out.forces
-                        out.force_std = torch.sqrt((dev**2).sum(-1).sum(0) / (self.n_members - 1))
-                    else:
-                        out.force_std = torch.zeros(batch.n_atoms, dtype=f.dtype, device=f.device)
-                else:
-                    out.forces = f[0]
-            if stress:
-                # dE/d(strain)_{ab} = sum_e vec_{e,a} dE/dvec_{e,b}; stress = that / volume
-                virial = torch.einsum("ea,ekb->keab", vec, gvec)
-                w = torch.stack([virial[:, lo:hi].sum(1) for lo, hi in pairwise(graph.edge_offsets)], 1)
-                w = 0.5 * (w + w.transpose(-1, -2))
-                vol = batch.volumes().to(w.dtype)
-                s = w / vol[None, :, None, None]
-                if per_member:
-                    out.member_stress = s
-                    out.stress = s.mean(0)
-                else:
-                    out.stress = s[0]
-            return out
+            f = edge_to_atom_forces(gvec, graph, batch.n_atoms)
+            s = self._stress(vec, gvec, graph, batch) if stress else None
+            if not member_forces:
+                return ForcePrediction(
+                    energy=energy, member_energies=member_e, energy_std=energy_std, forces=f[0],
+                    stress=None if s is None else s[0],
+                )  # fmt: skip
+            mean_f, var_f = member_moments(f)
+            force_std = (var_f[:, 0] + var_f[:, 1] + var_f[:, 2]).sqrt()
+            return MemberPrediction(
+                energy=energy, member_energies=member_e, energy_std=energy_std, forces=mean_f,
+                stress=None if s is None else s.mean(0), member_forces=f, force_std=force_std, member_stress=s,
+            )  # fmt: skip
+
+    @staticmethod
+    def _stress(vec: torch.Tensor, gvec: torch.Tensor, graph: NeighborGraph, batch: AtomsBatch) -> torch.Tensor:
+        """(K, B, 3, 3) stress of each cotangent: dE/d(strain)_ab = Σ_e vec_ea dE/dvec_eb, over the volume."""
+        virial = torch.einsum("ea,ekb->keab", vec, gvec)
+        w = torch.stack([virial[:, lo:hi].sum(1) for lo, hi in pairwise(graph.edge_offsets)], 1)
+        w = 0.5 * (w + w.transpose(-1, -2))
+        vol = batch.volumes().to(w.dtype)
+        return w / vol[None, :, None, None]

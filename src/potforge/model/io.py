@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from potforge import durable
 from potforge.errors import ModelFileError
 from potforge.model.aev import AEVParams
 from potforge.model.ensemble import ANIEnsemble
@@ -43,10 +44,7 @@ def save_model(model: ANIEnsemble, path: str | Path) -> Path:
         "metadata": model.metadata,
     }
     tensors = {k: v.detach().cpu().to(torch.float64).contiguous() for k, v in model.networks.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"hyperparameters": json.dumps(hyper), "tensors": tensors}, tmp)
-    tmp.replace(path)
+    durable.write_torch(path, {"hyperparameters": json.dumps(hyper), "tensors": tensors})
     return path
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from potforge import durable
+
 _KERNEL_DIR = Path(__file__).with_name("_kernels")
 _lock = threading.Lock()
 _libs: dict[tuple, ctypes.CDLL | None] = {}
@@ -96,7 +98,7 @@ def _build(source: str, defines: list[str]) -> Path:
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 raise RuntimeError(f"compiling {source} failed: {' '.join(cmd)}\n{res.stderr}")
-        os.replace(so, target)  # atomic: a concurrent process never sees half a library
+        durable.write_bytes(target, so.read_bytes())  # a concurrent process never sees half a library
     return target
 
 

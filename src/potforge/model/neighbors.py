@@ -9,7 +9,7 @@ edge vectors are recomputed from positions and cells, so gradients flow to both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
@@ -76,6 +76,8 @@ class NeighborGraph:
     offsets: torch.Tensor
     edge_offsets: list[int]
     cutoff: float
+    #: (cells, shift vectors) of the last call: MD at constant volume reuses them step after step
+    _shift_cache: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_edges(self) -> int:
@@ -89,11 +91,20 @@ class NeighborGraph:
     def edge_vectors(self, positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """Edge vectors (n_edges, 3) Å, differentiable in positions and cells."""
         vec = positions[self.neighbors] - positions[self.centers]
+        if not self.edge_offsets or len(self.edge_offsets) < 2:
+            return vec
+        cached = self._shift_cache
+        if cached is not None and not cells.requires_grad and cached[0].dtype == cells.dtype \
+                and cached[0].shape == cells.shape and torch.equal(cached[0], cells):  # fmt: skip
+            return vec + cached[1]
         shift = self.shifts.to(positions.dtype)
         # edges are grouped by system, so one small matmul per system (cheaper than gathering
         # a 3x3 cell per edge)
         parts = [shift[lo:hi] @ cells[b] for b, (lo, hi) in enumerate(pairwise(self.edge_offsets))]
-        return vec + torch.cat(parts) if parts else vec
+        shift_vec = torch.cat(parts)
+        if not cells.requires_grad:
+            self._shift_cache = (cells.detach().clone(), shift_vec)
+        return vec + shift_vec
 
 
 def _cell_for_vesin(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:

@@ -35,6 +35,8 @@ from typing import Any
 
 from ase import Atoms
 
+from potforge.durable import write_json
+
 #: A claim whose mtime is older than this (seconds) belongs to a dead worker.
 CLAIM_STALE_S = float(os.environ.get("POTFORGE_CLAIM_STALE_S", "60"))
 #: The module each oracle calculation runs in (``python -m WORKER_MODULE JOB``).
@@ -58,16 +60,6 @@ def is_done(inbox: Path, task_id: str) -> bool:
 
 def claim_path(inbox: Path, task_id: str) -> Path:
     return inbox / f"{task_id}.claim"
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON so that readers see either nothing or the whole file, even after a crash."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def claim_is_live(inbox: Path, task_id: str, stale_s: float | None = None) -> bool:
@@ -105,7 +97,8 @@ def failure_record(task_id: str, kind: str, message: str, oracle_hash: str, wall
     }
 
 
-def _set_pdeathsig() -> None:
+def set_parent_death_signal() -> None:
+    """In a child (``preexec_fn``): get SIGTERM when the parent dies."""
     # the child learns of its parent's death; SIGTERM, not SIGKILL: it finishes the calculation
     # in hand and stores it, then stops (see worker.py)
     try:
@@ -125,7 +118,7 @@ def _spawn(job_file: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None,
+        preexec_fn=set_parent_death_signal if sys.platform.startswith("linux") else None,
         env=env,
     )
 
@@ -160,9 +153,7 @@ def label_many(
 
     def fail(task: str, started: float, kind: str, message: str) -> None:
         """Record a running task's failure (its process cannot: it is dead or being killed)."""
-        write_json_atomic(
-            result_path(inbox, task), failure_record(task, kind, message, oracle_hash, time.time() - started)
-        )
+        write_json(result_path(inbox, task), failure_record(task, kind, message, oracle_hash, time.time() - started))
         claim_path(inbox, task).unlink(missing_ok=True)
         done_ids.add(task)
         counts["failed"] += 1

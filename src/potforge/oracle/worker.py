@@ -84,14 +84,15 @@ def _on_parent_death(signum: int, frame: object) -> None:
 
 def _give_up(task_id: str, timeout_s: float) -> None:
     """An orphan's calculation ran past the timeout: record it as such and stop."""
-    from potforge.oracle.runner import failure_record, result_path, write_json_atomic
+    from potforge.durable import write_json
+    from potforge.oracle.runner import failure_record, result_path
 
     with _task.store_lock:
         if _task.task_id == task_id:
             inbox = Path(_task.job["inbox"])
             message = f"killed after {timeout_s:g} s (its campaign had stopped)"
             record = failure_record(task_id, "timeout", message, _task.oracle_hash, time.time() - _task.started)
-            write_json_atomic(result_path(inbox, task_id), record)
+            write_json(result_path(inbox, task_id), record)
             if _task.claim is not None:
                 _task.claim.unlink(missing_ok=True)
         _stop(1)
@@ -112,6 +113,7 @@ def _heartbeat() -> None:
 
 
 def _label_one(oracle: Any, task_id: str, atoms: Any) -> None:
+    from potforge.durable import write_json
     from potforge.oracle import OracleFailure
     from potforge.oracle.runner import (
         claim_is_live,
@@ -119,7 +121,6 @@ def _label_one(oracle: Any, task_id: str, atoms: Any) -> None:
         failure_record,
         is_done,
         result_path,
-        write_json_atomic,
     )
 
     inbox, workdir = Path(_task.job["inbox"]), Path(_task.job["workdir"])
@@ -158,7 +159,7 @@ def _label_one(oracle: Any, task_id: str, atoms: Any) -> None:
         payload = failure_record(task_id, exc.kind, str(exc), _task.oracle_hash, time.time() - _task.started)
         word = "FAILED"
     with _task.store_lock:
-        write_json_atomic(result, payload)
+        write_json(result, payload)
         claim.unlink(missing_ok=True)
         _task.task_id = _task.claim = None
     _say(word, task_id)

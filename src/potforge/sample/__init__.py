@@ -1,18 +1,26 @@
-"""Uncertainty-driven sampling: Eq. 2 schedules, batched Langevin MD, stop rules (paper II.B)."""
+"""Uncertainty-driven sampling: Eq. 2 schedules, stop rules and the trajectory manager (paper
+II.B), on the batched MD engine of :mod:`potforge.md`."""
 
-from potforge.sample.config import SamplerConfig, ScheduleConfig, StabilityConfig, StrainConfig, UncertaintyConfig
-from potforge.sample.sampler import Sampler, SamplingResult, median_time_to_flag
-from potforge.sample.schedule import StrainSchedule, TemperatureSchedule
+from potforge.sample.config import (
+    PressureConfig,
+    SamplerConfig,
+    ScheduleConfig,
+    StabilityConfig,
+    StrainConfig,
+    UncertaintyConfig,
+)
+from potforge.sample.sampler import Sampler
+from potforge.sample.survival import kaplan_meier, median_time_to_flag, survival_at
 
 __all__ = [
+    "PressureConfig",
     "Sampler",
     "SamplerConfig",
-    "SamplingResult",
     "ScheduleConfig",
     "StabilityConfig",
     "StrainConfig",
-    "StrainSchedule",
-    "TemperatureSchedule",
     "UncertaintyConfig",
+    "kaplan_meier",
     "median_time_to_flag",
+    "survival_at",
 ]

@@ -3,6 +3,8 @@ eV/Å. Defaults are the paper's (II.B.3) except where noted."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from potforge.devices import DEVICE_PATTERN
@@ -49,6 +51,26 @@ class StrainConfig(BaseModel):
     period_fs: Range = Field(default_factory=lambda: Range(low=5_000, high=30_000))
 
 
+class PressureConfig(BaseModel):
+    """Optional time-varying pressure (NPT, off by default): each replica draws a schedule of the
+    form of Eq. 2, P(t) = P_start + (t/t_max)(P_end - P_start) + P_mod sin²(π t / t0_P), and its
+    cell follows it by stochastic cell rescaling (``barostat``: ``iso``, or ``aniso``: each box
+    axis on its own, so an orthorhombic cell can change shape as well as volume). Random cells
+    then find their own density; the paper varied pressure to reach compressed and expanded
+    configurations. Exclusive with ``strain``."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    p_start_GPa: Range = Field(default_factory=lambda: Range(low=0.0, high=5.0))
+    p_end_GPa: Range = Field(default_factory=lambda: Range(low=0.0, high=5.0))
+    p_mod_GPa: Range = Field(default_factory=lambda: Range(low=0.0, high=10.0))
+    period_fs: Range = Field(default_factory=lambda: Range(low=10_000, high=50_000))
+    barostat: Literal["iso", "aniso"] = "aniso"
+    barostat_tau_fs: float = Field(1000.0, gt=0, description="relaxation time of the cell, fs")
+    compressibility_per_GPa: float = Field(0.02, gt=0, description="sets the barostat's response only")
+    barostat_every: int = Field(10, ge=1, description="steps between cell rescalings")
+
+
 class UncertaintyConfig(BaseModel):
     """A replica stops when any measure exceeds its threshold (checked every ``check_every``
     steps with every member's forces):
@@ -80,21 +102,49 @@ class StabilityConfig(BaseModel):
 
 
 class SamplerConfig(BaseModel):
-    """Batched Langevin MD of many replicas with uncertainty-driven stopping."""
+    """Batched Langevin MD of many trajectories with uncertainty-driven stopping.
+
+    A generation runs trajectories 0, 1, 2, ... (at most ``max_trajectories``), ``replicas`` at
+    a time. Each runs until the ensemble disagrees (flagged), it becomes unstable, or it has
+    run its own budget ``schedule.t_max_fs`` (survived). ``max_flagged`` counts in trajectory-id
+    order: the generation ends once trajectories 0..j are all finished and hold
+    ``max_flagged`` flagged frames; later trajectories are not used, so the result does not
+    depend on which trajectory finished first. ``max_walltime_s`` caps the whole generation;
+    trajectories it cuts are censored."""
 
     model_config = ConfigDict(extra="forbid")
     replicas: int = Field(32, ge=1, description="trajectories run at once")
+    max_trajectories: int = Field(128, ge=1, description="trajectories per generation at most")
     timestep_fs: float = Field(1.0, gt=0)
     friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction γ, 1/fs")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     strain: StrainConfig = Field(default_factory=StrainConfig)
+    pressure: PressureConfig = Field(default_factory=PressureConfig)
     uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
     stability: StabilityConfig = Field(default_factory=StabilityConfig)
-    max_flagged: int = Field(100, ge=1, description="stop sampling after this many flagged frames")
-    max_steps: int = Field(1_000_000, ge=1, description="budget: MD steps summed over replicas")
+    max_flagged: int = Field(100, ge=1, description="flagged frames per generation, in trajectory-id order")
+    max_steps: int | None = Field(None, description="removed: budgets are per trajectory (schedule.t_max_fs)")
     max_walltime_s: float | None = Field(None, gt=0, description="budget: wall time of the sampling stage")
+    census_every_fs: float = Field(1000.0, gt=0, description="structure census of running trajectories, this often")
+    neighbor_skin_A: float = Field(
+        1.0, gt=0, description="neighbour-list skin: lists are reused until atoms move half of it"
+    )
     checkpoint_every_s: float = Field(60.0, gt=0, description="write the sampler state this often")
-    dtype: str = Field("float32", pattern="^(float32|float64)$")
+    threads: int | None = Field(None, ge=1, description="CPU threads of the sampling stage (default: PyTorch's)")
+    dtype: str = Field(
+        "float32", pattern="^(float32|float64)$", description="the model's precision (MD itself is float64)"
+    )
     device: str = Field(
         "cpu", pattern=DEVICE_PATTERN, description="where the model runs: cpu, cuda, cuda:N or auto (GPU if any)"
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> SamplerConfig:
+        if self.max_steps is not None:
+            raise ValueError(
+                "max_steps was removed: each trajectory now runs its own budget schedule.t_max_fs, and "
+                "max_trajectories caps a generation; delete max_steps"
+            )
+        if self.strain.enabled and self.pressure.enabled:
+            raise ValueError("strain and pressure both prescribe the cell: enable one of them")
+        return self

@@ -1,15 +1,18 @@
-"""Uncertainty-driven sampling (paper II.B): many replicas of Langevin MD from random disordered
-cells, each stopped alone when the ensemble disagrees, its slot refilled with a fresh cell.
+"""Uncertainty-driven sampling (paper II.B): trajectories of Langevin MD from random disordered
+cells, many at once on the batched engine (:mod:`potforge.md`), each stopped alone when the
+ensemble disagrees, its slot refilled with the next trajectory.
 
 Outputs, all under ``out_dir`` and all crash-safe:
-* ``flagged/<traj>.json`` — every stopped replica's frame (uncertain, or the last sane frame of
-  an unstable one) with its provenance, written atomically the moment it is found;
-* ``state.pt`` — the sampler's full state (replicas, random streams, counters), written every
+* ``flagged/<traj>.json`` — every stopped trajectory's frame (:class:`~potforge.records.FlaggedFrame`),
+  written atomically the moment it is found;
+* ``state.pt`` — the sampler's state (the MD state itself plus the bookkeeping), written every
   ``checkpoint_every_s``; a restarted sampler continues from it exactly;
-* ``summary.json`` — outcomes of every trajectory (time to flag, reason) when the stage ends.
+* ``summary.json`` — the generation's :class:`~potforge.records.SampleSummary`.
 
-Trajectory k of generation g draws its cell, schedules and noise from seed (seed, g, k), so a
-run is reproducible and independent of how many replicas run side by side.
+Trajectory k of generation g draws its cell, drive and noise from seed (seed, g, k), so a run is
+reproducible and independent of how many trajectories run side by side. Every
+``census_every_fs`` each running trajectory's structure is classified by common-neighbour
+analysis (:mod:`potforge.analysis`): the census shows what the sampler explored.
 """
 
 from __future__ import annotations
@@ -18,55 +21,35 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from potforge.model.ensemble import ANIEnsemble, Prediction
-from potforge.oracle.runner import write_json_atomic
+from potforge import durable, md
+from potforge.errors import ConfigError, StructureError
+from potforge.md.forces import Forces
+from potforge.model.interface import Potential
+from potforge.records import CensusPoint, FlaggedFrame, SampleSummary, TrajectoryOutcome
 from potforge.sample.config import SamplerConfig
-from potforge.sample.md import Replica, drift_and_kick, evaluate, final_kick, new_replica
-from potforge.sample.schedule import StrainSchedule, TemperatureSchedule
+from potforge.sample.schedule import draw_drive
+from potforge.sample.survival import median_time_to_flag, survival_at
 from potforge.structures import RandomCellSpec, random_cell
 
 STATE_FILE = "state.pt"
 SUMMARY_FILE = "summary.json"
+FLAGGED_DIR = "flagged"
+_FORMAT = "potforge-sampler-2"
 
 
-@dataclass
-class SamplingResult:
-    flagged: int
-    outcomes: list[dict]
-    total_steps: int
-    walltime_s: float
-    stop_reason: str
+def census_of(atoms, time_fs: float) -> CensusPoint:
+    from potforge.analysis import structure_fractions
 
-    def times_to_flag_fs(self) -> list[float]:
-        """Simulated time of every finished trajectory (survivors count with their full length)."""
-        return [o["time_fs"] for o in self.outcomes if o["outcome"] in ("flagged", "survived", "unstable")]
-
-
-def uncertainty_measures(pred: Prediction, replicas: list[Replica]) -> list[dict[str, float]]:
-    """ρ = σ_E/√N (eV/√atom), mean and max per-atom force spread (eV/Å), per replica."""
-    out = []
-    offset = 0
-    force_std, energy_std = pred.force_std.cpu(), pred.energy_std.cpu()  # one copy from a GPU
-    for k, r in enumerate(replicas):
-        fs = force_std[offset : offset + r.n_atoms]
-        out.append(
-            {
-                "energy_eV_per_sqrt_atom": float(energy_std[k]) / math.sqrt(r.n_atoms),
-                "force_mean_eV_per_A": float(fs.mean()),
-                "force_max_eV_per_A": float(fs.max()),
-            }
-        )
-        offset += r.n_atoms
-    return out
+    return CensusPoint(time_fs=time_fs, **structure_fractions(atoms))
 
 
 def exceeded(measures: dict[str, float], config: SamplerConfig) -> list[str]:
+    """Names of the uncertainty measures above their thresholds."""
     u = config.uncertainty
     limits = {
         "energy_eV_per_sqrt_atom": u.energy_eV_per_sqrt_atom,
@@ -76,283 +59,332 @@ def exceeded(measures: dict[str, float], config: SamplerConfig) -> list[str]:
     return [k for k, lim in limits.items() if lim is not None and measures[k] > lim]
 
 
-def _min_distance(replica: Replica) -> float:
+def min_distance_A(atoms, within_A: float) -> float:
+    """Shortest interatomic distance (periodic images included) up to ``within_A``, else inf."""
     from potforge.model.neighbors import AtomsBatch, build_graph
 
     batch = AtomsBatch(
-        replica.positions.double(),
-        replica.species,
-        torch.zeros(replica.n_atoms, dtype=torch.long),
-        replica.cell.double()[None],
+        torch.tensor(atoms.positions),
+        torch.zeros(len(atoms), dtype=torch.long),
+        torch.zeros(len(atoms), dtype=torch.long),
+        torch.tensor(atoms.cell.array)[None],
         torch.ones(1, 3, dtype=torch.bool),
     )
-    try:
-        graph = build_graph(batch, 2.0, 1, min_distance=0.0)
-    except Exception:
-        return 0.0
+    graph = build_graph(batch, within_A, 1, min_distance=0.0)
     if graph.n_edges == 0:
         return math.inf
     return float(graph.edge_vectors(batch.positions, batch.cells).norm(dim=1).min())
 
 
-def instability(replica: Replica, config: SamplerConfig) -> str | None:
-    """Why a replica must stop as unstable, or None."""
-    if not (torch.isfinite(replica.positions).all() and torch.isfinite(replica.velocities).all()):
-        return "non-finite positions or velocities"
-    s = config.stability
-    temp = replica.temperature_K()
-    limit = max(s.max_temperature_factor * replica.schedule(replica.t_fs), s.max_temperature_K)
-    if temp > limit:
-        return f"runaway temperature {temp:.0f} K"
-    dmin = _min_distance(replica)
-    if dmin < s.min_distance_A:
-        return f"atoms {dmin:.2f} Å apart"
-    return None
-
-
 class Sampler:
-    """The replica manager. ``cell_spec`` gives the random starting cells."""
+    """The trajectory manager of one generation. ``cell_spec`` gives the random starting cells."""
 
     def __init__(
         self,
-        model: ANIEnsemble,
+        model: Potential,
         config: SamplerConfig,
         cell_spec: RandomCellSpec,
         out_dir: str | Path,
         seed: int,
         generation: int,
+        target_fs: float | None = None,
     ) -> None:
         self.model = model
+        self.target_fs = config.schedule.t_max_fs if target_fs is None else target_fs
         self.config = config
         self.cell_spec = cell_spec
         self.out_dir = Path(out_dir)
         self.seed = seed
         self.generation = generation
-        self.replicas: list[Replica] = []
+        self.forces = md.EnsembleForces(model, skin_A=config.neighbor_skin_A)
+        p = config.pressure
+        self.integrator = md.Langevin(
+            config.timestep_fs, config.friction_per_fs, p.barostat_tau_fs, p.compressibility_per_GPa, p.barostat_every
+        )
+        self.state: md.MDState | None = None
         self.next_traj = 0
         self.total_steps = 0
-        self.flagged = 0
-        self.outcomes: list[dict] = []
         self.walltime_s = 0.0
+        self.outcomes: dict[int, TrajectoryOutcome] = {}
+        self.census: dict[int, list[CensusPoint]] = {}
+        # the last configuration of each running trajectory that passed the stability checks
+        self.sane: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}
 
-    # --- replicas ------------------------------------------------------------------------
-    def _spawn(self) -> Replica:
-        k = self.next_traj
-        self.next_traj += 1
+    def traj_id(self, k: int) -> str:
+        return f"g{self.generation:03d}-t{k:05d}"
+
+    # --- trajectories ----------------------------------------------------------------------------
+    def _spawn(self, k: int) -> md.MDState:
+        """Trajectory ``k`` at rest-free start: its random cell, drive and thermal momenta (no
+        forces yet)."""
         rng = np.random.default_rng([self.seed, self.generation, k])
         atoms = random_cell(self.cell_spec, rng)
-        schedule = TemperatureSchedule.draw(self.config.schedule, rng)
-        strain = StrainSchedule.draw(self.config.strain, rng)
-        replica = new_replica(
-            f"g{self.generation:03d}-t{k:05d}", atoms, self.model, schedule, strain, (self.seed, self.generation, k, 1)
-        )
-        replica.last_sane = (replica.positions.clone(), replica.cell.clone(), 0.0)
-        return replica
+        drive = draw_drive(self.config, rng)
+        key = md.stream_key(self.seed, self.generation, k, 1)
+        state = md.thermalize(md.from_atoms([atoms], [drive], [key], uids=[k]))
+        self.sane[k] = (state.positions.clone(), state.cells[0].clone(), 0.0)
+        self.census[k] = [census_of(state.to_atoms(0), 0.0)]
+        return state
+
+    def _events_so_far(self) -> int:
+        return sum(o.is_event for o in self.outcomes.values())
 
     def _fill(self) -> None:
+        """Start trajectories (in id order) into free slots, their forces in one batched call."""
+        cfg = self.config
+        running = 0 if self.state is None else self.state.n_systems
         fresh = []
-        while len(self.replicas) < self.config.replicas:
-            r = self._spawn()
-            self.replicas.append(r)
-            fresh.append(r)
-        if fresh:
-            evaluate(self.model, fresh, members=False)
+        while running + len(fresh) < cfg.replicas and self.next_traj < cfg.max_trajectories:
+            if self._events_so_far() >= cfg.max_flagged:
+                break  # the max_flagged-th event is among the trajectories already started
+            fresh.append(self._spawn(self.next_traj))
+            self.next_traj += 1
+        if not fresh:
+            return
+        new = md.concat(fresh)
+        while new.n_systems:
+            try:
+                new = md.evaluate(new, self.forces)[0]
+                break
+            except md.UnstableSystems as exc:  # starts the model cannot evaluate: recorded, skipped
+                for b, why in exc.reasons.items():
+                    self._finish(new, b, "unstable", why, {})
+                new = new.select([b for b in range(new.n_systems) if b not in exc.reasons])
+        if new.n_systems:
+            self.state = new if self.state is None or not self.state.n_systems else md.concat([self.state, new])
 
-    def _stop(self, replica: Replica, outcome: str, reason: str, measures: dict | None, record_frame: bool) -> None:
-        record = {
-            "traj": replica.traj_id,
-            "outcome": outcome,
-            "reason": reason,
-            "time_fs": replica.t_fs if outcome != "unstable" else (replica.last_sane[2] if replica.last_sane else 0.0),
-            "steps": replica.steps,
-            "n_atoms": replica.n_atoms,
-            "uncertainty": measures or {},
-        }
-        if record_frame:
-            atoms = replica.to_atoms(sane=outcome == "unstable")
-            payload = {
-                "traj": replica.traj_id,
-                "generation": self.generation,
-                "outcome": outcome,
-                "reason": reason,
-                "sim_time_fs": record["time_fs"],
-                "numbers": atoms.numbers.tolist(),
-                "positions": atoms.positions.tolist(),
-                "cell": atoms.cell.array.tolist(),
-                "uncertainty": measures or {},
-                "schedule": replica.schedule.as_dict(),
-                "strain": replica.strain.as_dict() if replica.strain else None,
-                "target_temperature_K": replica.schedule(record["time_fs"]),
-            }
-            (self.out_dir / "flagged").mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.out_dir / "flagged" / f"{replica.traj_id}.json", payload)
-            self.flagged += 1
-        self.outcomes.append(record)
-        self.replicas.remove(replica)
+    def _cut(self) -> int | None:
+        """The id j of the ``max_flagged``-th event if trajectories 0..j are all finished."""
+        count = 0
+        for k in range(self.next_traj):
+            o = self.outcomes.get(k)
+            if o is None:
+                return None
+            count += o.is_event
+            if count >= self.config.max_flagged:
+                return k
+        return None
 
-    # --- checkpoints ---------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        reps = []
-        for r in self.replicas:
-            reps.append(
-                {
-                    "traj_id": r.traj_id,
-                    "numbers": torch.tensor(r.numbers),
-                    "positions": r.positions,
-                    "velocities": r.velocities,
-                    "cell0": r.cell0,
-                    "cell": r.cell,
-                    "forces": r.forces,
-                    "t_fs": r.t_fs,
-                    "steps": r.steps,
-                    "rng": r.rng.get_state(),
-                    "schedule": json.dumps(r.schedule.as_dict()),
-                    "strain": json.dumps(r.strain.as_dict() if r.strain else None),
-                    "last_sane": [*r.last_sane[:2], torch.tensor(r.last_sane[2])] if r.last_sane else [],
-                }
+    def _finish(self, state: md.MDState, b: int, outcome: str, reason: str, measures: dict) -> None:
+        """Record system ``b`` of ``state`` as ended (its frame stored if it is an event)."""
+        k = int(state.uids[b])
+        t = float(state.time_fs[b])
+        n = int(state.counts()[b])
+        if outcome in ("flagged", "unstable"):
+            if outcome == "unstable":
+                positions, cell, t = self.sane[k]
+                atoms = state.to_atoms(b, wrap=False)
+                atoms.set_cell(cell.double().numpy(), scale_atoms=False)
+                atoms.positions = positions.double().numpy()
+                atoms.wrap()
+            else:
+                atoms = state.to_atoms(b)
+            drive = state.drives[b]
+            point = census_of(atoms, t)
+            frame = FlaggedFrame(
+                traj=self.traj_id(k),
+                generation=self.generation,
+                outcome=outcome,
+                reason=reason,
+                sim_time_fs=t,
+                numbers=atoms.numbers.tolist(),
+                positions=atoms.positions.tolist(),
+                cell=atoms.cell.array.tolist(),
+                uncertainty=measures,
+                schedule=drive.temperature_K.as_dict(),
+                strain=None if drive.strain is None else drive.strain.as_dict(),
+                pressure=None if drive.pressure_GPa is None else drive.pressure_GPa.as_dict(),
+                target_temperature_K=drive.temperature_K(t),
+                target_pressure_GPa=None if drive.pressure_GPa is None else drive.pressure_GPa(t),
+                census=point,
             )
-        return {
-            "replicas": reps,
+            frame.write(self.out_dir / FLAGGED_DIR / f"{self.traj_id(k)}.json")
+            self.census.setdefault(k, []).append(point)
+        self.outcomes[k] = TrajectoryOutcome(
+            traj=self.traj_id(k), outcome=outcome, reason=reason, time_fs=t, steps=int(state.steps[b]),
+            n_atoms=n, uncertainty=measures, census=self.census.pop(k, []),
+        )  # fmt: skip
+        self.sane.pop(k, None)
+
+    # --- one step --------------------------------------------------------------------------------
+    def _step(self) -> None:
+        cfg = self.config
+        state = self.state
+        assert state is not None
+        due = [b for b in range(state.n_systems) if (int(state.steps[b]) + 1) % cfg.uncertainty.check_every == 0]
+        try:
+            new, forces = md.step(state, self.forces, self.integrator, members=due)
+        except md.UnstableSystems as exc:
+            # stop those alone; the step is a pure function of the state, so the others repeat it
+            for b, why in exc.reasons.items():
+                self._finish(state, b, "unstable", why, {})
+            self.state = state.select([b for b in range(state.n_systems) if b not in exc.reasons])
+            return
+        self.total_steps += new.n_systems
+        stop = self._check(new, forces, due)
+        self._census(state, new, stop)
+        self.state = new.select([b for b in range(new.n_systems) if b not in stop])
+
+    def _check(self, state: md.MDState, forces: Forces, due: list[int]) -> set[int]:
+        """Stop rules on the systems just checked; returns those that stop."""
+        cfg = self.config
+        stop: set[int] = set()
+        if not due:
+            return stop
+        spread = forces.spread
+        assert spread is not None
+        measures = {k: v.tolist() for k, v in spread.measures(state.counts()[spread.systems]).items()}
+        temps = state.temperature_K().tolist()
+        s = cfg.stability
+        for i, b in enumerate(spread.systems):
+            m = {k: float(v[i]) for k, v in measures.items()}
+            target = state.drives[b].temperature_K(float(state.time_fs[b]))
+            limit = max(s.max_temperature_factor * target, s.max_temperature_K)
+            bad = None
+            if temps[b] > limit:
+                bad = f"runaway temperature {temps[b]:.0f} K"
+            else:
+                try:
+                    dmin = min_distance_A(state.to_atoms(b), s.min_distance_A + 0.01)
+                except StructureError as exc:
+                    bad = str(exc)
+                else:
+                    if dmin < s.min_distance_A:
+                        bad = f"atoms {dmin:.2f} Å apart"
+            if bad:
+                self._finish(state, b, "unstable", bad, m)
+                stop.add(b)
+                continue
+            over = exceeded(m, cfg)
+            if over:
+                self._finish(state, b, "flagged", ", ".join(over), m)
+                stop.add(b)
+                continue
+            k = int(state.uids[b])
+            sl = state.system_atoms(b)
+            self.sane[k] = (state.positions[sl].clone(), state.cells[b].clone(), float(state.time_fs[b]))
+            if float(state.time_fs[b]) >= state.drives[b].temperature_K.t_max_fs - 1e-9:
+                self._finish(state, b, "survived", "ran its budget (t_max)", m)
+                stop.add(b)
+        return stop
+
+    def _census(self, before: md.MDState, after: md.MDState, stopped: set[int]) -> None:
+        every = self.config.census_every_fs
+        crossed = torch.floor(after.time_fs / every) > torch.floor(before.time_fs / every)
+        for b in torch.nonzero(crossed).flatten().tolist():
+            if b not in stopped:
+                k = int(after.uids[b])
+                self.census.setdefault(k, []).append(census_of(after.to_atoms(b), float(after.time_fs[b])))
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def save(self) -> None:
+        book = {
             "next_traj": self.next_traj,
             "total_steps": self.total_steps,
-            "flagged": self.flagged,
-            "outcomes": json.dumps(self.outcomes),
             "walltime_s": self.walltime_s,
+            "outcomes": {str(k): o.model_dump(mode="json") for k, o in self.outcomes.items()},
+            "census": {str(k): [c.model_dump() for c in v] for k, v in self.census.items()},
+            "sane_time_fs": {str(k): v[2] for k, v in self.sane.items()},
         }
+        payload = {
+            "format": _FORMAT,
+            "book": json.dumps(book),
+            "md": None if self.state is None or not self.state.n_systems else md.state_to_dict(self.state),
+            "sane_positions": {str(k): v[0] for k, v in self.sane.items()},
+            "sane_cells": {str(k): v[1] for k, v in self.sane.items()},
+        }
+        durable.write_torch(self.out_dir / STATE_FILE, payload)
 
-    def load_state_dict(self, state: dict) -> None:
-        from ase import Atoms
-
-        self.replicas = []
-        for d in state["replicas"]:
-            schedule = TemperatureSchedule(**json.loads(d["schedule"]))
-            strain_d = json.loads(d["strain"])
-            strain = None
-            if strain_d:
-                strain_d["shear_axes"] = tuple(strain_d["shear_axes"])
-                strain = StrainSchedule(**strain_d)
-            atoms = Atoms(
-                numbers=d["numbers"].numpy(),
-                positions=d["positions"].double().numpy(),
-                cell=d["cell"].double().numpy(),
-                pbc=True,
+    def load(self, path: Path) -> None:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise ConfigError(
+                f"{path} is a sampling checkpoint of an older potforge (its MD engine changed); remove "
+                f"{path.parent} and run again to redo this generation's sampling"
             )
-            r = new_replica(d["traj_id"], atoms, self.model, schedule, strain, (0,))
-            r.positions, r.velocities, r.cell0, r.cell = d["positions"], d["velocities"], d["cell0"], d["cell"]
-            r.forces, r.t_fs, r.steps = d["forces"], float(d["t_fs"]), int(d["steps"])
-            r.rng.set_state(d["rng"])
-            if d["last_sane"]:
-                r.last_sane = (d["last_sane"][0], d["last_sane"][1], float(d["last_sane"][2]))
-            self.replicas.append(r)
-        self.next_traj = int(state["next_traj"])
-        self.total_steps = int(state["total_steps"])
-        self.flagged = int(state["flagged"])
-        self.outcomes = json.loads(state["outcomes"])
-        self.walltime_s = float(state["walltime_s"])
+        book = json.loads(payload["book"])
+        self.next_traj = int(book["next_traj"])
+        self.total_steps = int(book["total_steps"])
+        self.walltime_s = float(book["walltime_s"])
+        self.outcomes = {int(k): TrajectoryOutcome.model_validate(v) for k, v in book["outcomes"].items()}
+        self.census = {int(k): [CensusPoint.model_validate(c) for c in v] for k, v in book["census"].items()}
+        self.sane = {
+            int(k): (payload["sane_positions"][k], payload["sane_cells"][k], float(t))
+            for k, t in book["sane_time_fs"].items()
+        }
+        self.state = None if payload["md"] is None else md.state_from_dict(payload["md"])
 
-    def save(self) -> None:
-        path = self.out_dir / STATE_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
-
-    # --- the loop ------------------------------------------------------------------------
-    def run(self, progress: Callable[[dict], None] | None = None) -> SamplingResult:
-        """Sample until ``max_flagged`` frames, ``max_steps`` or ``max_walltime_s``."""
+    # --- the loop --------------------------------------------------------------------------------
+    def run(self, progress: Callable[[dict], None] | None = None) -> SampleSummary:
+        """Sample until ``max_flagged`` frames (in trajectory-id order), every trajectory has
+        finished, or the wall-time cap."""
         cfg = self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
         state_path = self.out_dir / STATE_FILE
         if state_path.exists():
-            self.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+            self.load(state_path)
         start = time.time() - self.walltime_s
         last_save = time.time()
-        stop_reason = ""
         while True:
-            if self.flagged >= cfg.max_flagged:
-                stop_reason = "flagged frames"
-                break
-            if self.total_steps >= cfg.max_steps:
-                stop_reason = "step budget"
+            cut = self._cut()
+            if cut is not None:
+                stop_reason = f"{cfg.max_flagged} flagged frames"
                 break
             if cfg.max_walltime_s is not None and time.time() - start > cfg.max_walltime_s:
                 stop_reason = "wall-time budget"
                 break
             self._fill()
-            drift_and_kick(self.replicas, cfg.timestep_fs, cfg.friction_per_fs)
-            # each replica is checked on its own clock (every check_every of its steps), so its
-            # path never depends on its neighbours; only the checked ones need member forces
-            due = [r for r in self.replicas if r.steps % cfg.uncertainty.check_every == 0]
-            rest = [r for r in self.replicas if r.steps % cfg.uncertainty.check_every != 0]
-            pred_rest = evaluate(self.model, rest, members=False) if rest else None
-            pred_due = evaluate(self.model, due, members=True) if due else None
-            final_kick(self.replicas, cfg.timestep_fs)
-            self.total_steps += len(self.replicas)
-            if pred_rest is not None:
-                for k in torch.nonzero(~torch.isfinite(pred_rest.member_energies).all(0)).flatten().tolist():
-                    self._stop(rest[k], "unstable", "non-finite energy", None, record_frame=True)
-            if pred_due is not None:
-                measures = uncertainty_measures(pred_due, due)
-                finite = torch.isfinite(pred_due.member_energies).all(0).cpu()
-                for k, r in enumerate(due):
-                    if not bool(finite[k]):
-                        self._stop(r, "unstable", "non-finite energy", None, record_frame=True)
-                        continue
-                    bad = instability(r, cfg)
-                    if bad:
-                        self._stop(r, "unstable", bad, measures[k], record_frame=True)
-                        continue
-                    over = exceeded(measures[k], cfg)
-                    if over:
-                        self._stop(r, "flagged", ", ".join(over), measures[k], record_frame=True)
-                        continue
-                    r.last_sane = (r.positions.clone(), r.cell.clone(), r.t_fs)
-                    if r.t_fs >= r.schedule.t_max_fs:
-                        self._stop(r, "survived", "reached t_max", measures[k], record_frame=False)
+            if self.state is None or not self.state.n_systems:
+                stop_reason = "every trajectory finished"
+                break
+            self._step()
             self.walltime_s = time.time() - start
             if time.time() - last_save > cfg.checkpoint_every_s:
                 self.save()
                 last_save = time.time()
             if progress:
                 progress(self.status())
-        # replicas still running are censored at their current time
-        for r in self.replicas:
-            self.outcomes.append(
-                {
-                    "traj": r.traj_id,
-                    "outcome": "running",
-                    "reason": stop_reason,
-                    "time_fs": r.t_fs,
-                    "steps": r.steps,
-                    "n_atoms": r.n_atoms,
-                    "uncertainty": {},
-                }
-            )
-        self.replicas = []
-        result = SamplingResult(self.flagged, self.outcomes, self.total_steps, self.walltime_s, stop_reason)
-        summary = {
-            "flagged": self.flagged,
-            "total_steps": self.total_steps,
-            "walltime_s": self.walltime_s,
-            "stop_reason": stop_reason,
-            "median_time_to_flag_fs": median_time_to_flag(self.outcomes),
-            "outcomes": self.outcomes,
-        }
-        write_json_atomic(self.out_dir / SUMMARY_FILE, summary)
+        summary = self._summarise(stop_reason, cut)
+        summary.write(self.out_dir / SUMMARY_FILE)
         self.save()
-        return result
+        return summary
+
+    def _summarise(self, stop_reason: str, cut: int | None) -> SampleSummary:
+        # trajectories still running are censored at their time (the wall-time cap), or unused
+        # when they lie beyond the max_flagged cut
+        if self.state is not None:
+            for b in range(self.state.n_systems):
+                self._finish(self.state, b, "running" if cut is None else "unused", stop_reason, {})
+            self.state = None
+        if cut is not None:
+            for k, o in self.outcomes.items():
+                if k > cut:
+                    o.outcome = "unused"
+        ordered = [self.outcomes[k] for k in sorted(self.outcomes)]
+        events = [o for o in ordered if o.is_event]
+        flagged = [o.traj for o in events[: self.config.max_flagged]]
+        used = [o for o in ordered if o.outcome != "unused"]
+        return SampleSummary(
+            flagged=len(flagged),
+            trajectories=len(used),
+            total_steps=self.total_steps,
+            walltime_s=self.walltime_s,
+            stop_reason=stop_reason,
+            median_time_to_flag_fs=median_time_to_flag(used),
+            survival_at_target=survival_at(used, self.target_fs),
+            max_observed_fs=max((o.time_fs for o in used), default=None),
+            censored=sum(o.outcome in ("survived", "running") for o in used),
+            flagged_trajectories=flagged,
+            outcomes=ordered,
+        )
 
     def status(self) -> dict:
+        used = list(self.outcomes.values())
         return {
-            "replicas": len(self.replicas),
-            "flagged": self.flagged,
+            "replicas": 0 if self.state is None else self.state.n_systems,
+            "trajectories": self.next_traj,
+            "flagged": self._events_so_far(),
             "total_steps": self.total_steps,
-            "median_time_to_flag_fs": median_time_to_flag(self.outcomes),
+            "median_time_to_flag_fs": median_time_to_flag(used),
             "walltime_s": self.walltime_s,
         }
-
-
-def median_time_to_flag(outcomes: list[dict]) -> float | None:
-    """Median simulated time of finished trajectories (survivors count with their full length;
-    trajectories cut short by the budget count with their time so far, a lower bound)."""
-    times = [o["time_fs"] for o in outcomes]
-    return float(np.median(times)) if times else None

@@ -116,19 +116,26 @@ class FrameSet:
         return out
 
 
-def load_split(store: DatasetStore, split: str, elements: tuple[str, ...], **query) -> FrameSet:
-    """All labelled frames of one split (train, val or test) as a :class:`FrameSet`."""
+def load_split(
+    store: DatasetStore, split: str, elements: tuple[str, ...], oracle_hash: str | None = None, **query
+) -> FrameSet:
+    """All labelled frames of one split (train, val or test) as a :class:`FrameSet`; with
+    ``oracle_hash``, only the labels of that oracle (a dataset may hold several)."""
+    if oracle_hash is not None:
+        query["oracle_hash"] = oracle_hash
     frames = list(store.frames(split=split, **query))
     return FrameSet.from_atoms(frames, elements, ids=[a.info.get("task_id", "") for a in frames])
 
 
-def dataset_elements(store: DatasetStore) -> tuple[str, ...]:
-    """The elements present in a dataset, sorted by atomic number."""
+def dataset_elements(store: DatasetStore, oracle_hash: str | None = None) -> tuple[str, ...]:
+    """The elements present in a dataset's labelled frames (of one oracle's, with
+    ``oracle_hash``), sorted by atomic number."""
     from ase.data import atomic_numbers
 
     symbols: set[str] = set()
-    for atoms in store.frames():
+    for atoms in store.frames(**({} if oracle_hash is None else {"oracle_hash": oracle_hash})):
         symbols.update(atoms.get_chemical_symbols())
     if not symbols:
-        raise DataError(f"{store.target} holds no labelled frames")
+        which = "" if oracle_hash is None else f" of oracle {oracle_hash}"
+        raise DataError(f"{store.target} holds no labelled frames{which}")
     return tuple(sorted(symbols, key=lambda s: atomic_numbers[s]))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from potforge import durable
 from potforge.model.ensemble import ANIEnsemble
 from potforge.train.frames import FrameSet
 
@@ -75,7 +76,7 @@ def write_plots(model: ANIEnsemble, history: list[dict], frames: FrameSet, out_d
         ax2.set_ylabel("learning rate (each member)")
         fig.tight_layout()
         path = out_dir / "learning_curves.png"
-        fig.savefig(path, dpi=110)
+        durable.save_figure(fig, path, dpi=110)
         plt.close(fig)
         paths.append(path)
     if len(frames):
@@ -98,7 +99,7 @@ def write_plots(model: ANIEnsemble, history: list[dict], frames: FrameSet, out_d
         ax2.set(xlabel="reference force component (eV/Å)", ylabel="model (eV/Å)", title=f"RMSE {rmse_f:.3f} eV/Å")
         fig.tight_layout()
         path = out_dir / "parity.png"
-        fig.savefig(path, dpi=110)
+        durable.save_figure(fig, path, dpi=110)
         plt.close(fig)
         paths.append(path)
     return paths

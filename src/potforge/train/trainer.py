@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from potforge import durable
 from potforge.devices import resolve_device
 from potforge.errors import DataError, ModelFileError
 from potforge.model.aev import AEVParams
@@ -279,7 +280,7 @@ def train_ensemble(
     metrics = {"val": ensemble_metrics(model, val), "test": ensemble_metrics(model, test)}
     metrics["walltime_s"] = state.walltime_s
     metrics["epochs"] = state.epoch
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    durable.write_json(out_dir / "metrics.json", metrics, indent=2)
     write_plots(model, state.history, test if len(test) else val, out_dir)
     return TrainResult(model_path, metrics, state.epoch, state.walltime_s, resumed)
 
@@ -320,8 +321,8 @@ def _save_checkpoint(
     config: TrainConfig,
     scaling: FeatureScaling | None = None,
 ) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
+    durable.write_torch(
+        path,
         {
             "feature_scaling": scaling.state_dict() if scaling is not None else {},
             "config": config.model_dump_json(),
@@ -336,6 +337,4 @@ def _save_checkpoint(
             "best_weights": state.best_weights,
             "history": json.dumps(state.history),
         },
-        tmp,
     )
-    tmp.replace(path)

@@ -24,6 +24,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import CalculationFailed, Calculator, PropertyNotImplementedError
 
+from potforge import durable
 from potforge.errors import PotforgeError
 
 #: A factory of ASE calculators: (atoms, working directory) -> calculator for that structure.
@@ -113,6 +114,8 @@ class Evaluator:
     """
 
     kind = "calculator"
+    #: wall-time limit (s) of one reference calculation run in an isolated oracle process
+    timeout_s: float | None = 3600.0
 
     def __init__(self, label: str, workdir: Path | None = None, persist: bool = False) -> None:
         self.label = label
@@ -122,6 +125,14 @@ class Evaluator:
         self._cache: dict[str, Evaluation] = {}
         self.n_calculations = 0
         self.n_cache_hits = 0
+
+    def close(self) -> None:
+        """Stop whatever this side started (oracle processes of its MD and single points)."""
+        for value in list(self.memo.values()):
+            close = getattr(value, "close", None)
+            if callable(close):
+                close()
+        self.memo.clear()
 
     # --- to implement ------------------------------------------------------------------------
     def calculator(self, atoms: Atoms, directory: Path) -> Calculator:
@@ -250,10 +261,7 @@ class Evaluator:
         self._cache[key] = ev
         path = self._cache_file(key)
         if path is not None and ev.ok:  # failures are retried on the next run
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(ev.to_json()))
-            tmp.replace(path)
+            durable.write_json(path, ev.to_json())
 
 
 def _energy(atoms: Atoms) -> float:
@@ -282,24 +290,43 @@ class CalculatorEvaluator(Evaluator):
 
 
 class OracleEvaluator(Evaluator):
-    """A reference oracle (:mod:`potforge.oracle`): a fresh calculator per structure, the
-    oracle's own labelling (``compute``) for single points, its failure classification."""
+    """A reference oracle (:mod:`potforge.oracle`): every calculation (single points, each step
+    of a relaxation, MD) runs in an isolated oracle process with a wall-time limit
+    (:class:`~potforge.oracle.session.OracleSession`), so a hung code cannot hang a report;
+    single points use a fresh calculator per structure (as GPAW needs for its k-points)."""
 
     kind = "oracle"
 
-    def __init__(self, oracle, label: str | None = None, workdir: Path | None = None, persist: bool = False) -> None:
+    def __init__(self, oracle, label: str | None = None, workdir: Path | None = None, persist: bool = False,
+                 timeout_s: float | None = 3600.0) -> None:  # fmt: skip
         if workdir is not None and persist:
             workdir = Path(workdir) / f"{oracle.name}-{oracle.settings_hash()}"
         super().__init__(label or oracle.name.upper(), workdir, persist)
         self.oracle = oracle
+        self.timeout_s = timeout_s
 
     def describe(self) -> dict[str, Any]:
         return {"label": self.label, "kind": self.kind, "oracle": self.oracle.spec()}
 
+    def session(self):
+        """The oracle process of this side (started on first use, stopped by :meth:`close`)."""
+        from potforge.oracle.session import OracleSession
+
+        session = self.memo.get("session")
+        if session is None:
+            import tempfile
+
+            base = self.workdir if self.workdir is not None else Path(tempfile.mkdtemp(prefix="potforge-oracle-"))
+            session = self.memo["session"] = OracleSession(self.oracle, base / "session", self.timeout_s)
+        return session
+
     def calculator(self, atoms: Atoms, directory: Path | None) -> Calculator:
+        from potforge.oracle.session import SessionCalculator
+
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-        return self.oracle.make_calculator(atoms, directory if directory is not None else Path("."))
+        # one calculator per relaxation, kept in the oracle process while it runs
+        return SessionCalculator(self.session(), key=str(directory) if directory is not None else None)
 
     def _failure_message(self, exc: Exception) -> str | None:
         failure = self.oracle.classify(exc)
@@ -310,9 +337,8 @@ class OracleEvaluator(Evaluator):
 
         out = []
         for atoms in frames:
-            directory = self._directory("sp", structure_key(atoms, "sp"))
             try:
-                label = self.oracle.compute(atoms, directory if directory is not None else Path("."))
+                label = self.session().compute(atoms)
             except OracleFailure as exc:
                 out.append(Evaluation(float("nan"), len(atoms), error=f"{exc.kind}: {exc}"))
                 continue

@@ -15,60 +15,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from ase import Atoms
 
+from potforge import md
+from potforge.analysis import structure_fractions
+from potforge.md.state import GPA
 from potforge.validate.core import Evaluator
 from potforge.validate.crystals import fcc_equilibrium
-from potforge.validate.dynamics import (
-    GPA,
-    ForceProvider,
-    Integrator,
-    Labels,
-    fcc_supercell,
-    label_frames,
-    md_forces,
-    new_state,
-    run_md,
-    structure_fractions,
-)
 from potforge.validate.plots import COLORS, figure_path, new_figure, save
 from potforge.validate.registry import register
 from potforge.validate.results import BenchmarkResult, Curve, SummaryRow, Table
 from potforge.validate.settings import ValidationSettings
+from potforge.validate.trajectories import Labels, fcc_supercell, integrator, label_frames, md_forces, run, start
 
 
-def triangle_schedule(t_low_K: float, t_high_K: float, duration_fs: float) -> Callable[[float], float]:
+def triangle_schedule(t_low_K: float, t_high_K: float, duration_fs: float) -> md.PiecewiseLinear:
     """T(t): linear from t_low to t_high over the first half of ``duration_fs``, back in the second."""
-    half = 0.5 * duration_fs
-
-    def temperature(t_fs: float) -> float:
-        x = min(max(t_fs, 0.0), duration_fs)
-        frac = x / half if x <= half else (duration_fs - x) / half
-        return t_low_K + (t_high_K - t_low_K) * frac
-
-    return temperature
+    return md.PiecewiseLinear((0.0, 0.5 * duration_fs, duration_fs), (t_low_K, t_high_K, t_low_K))
 
 
 def heatcool_trajectory(
-    start: Atoms,
-    forces: ForceProvider,
+    start_atoms: Atoms,
+    forces: md.ForceProvider,
     *,
     t_low_K: float,
     t_high_K: float,
     duration_fs: float,
     snapshot_every_fs: float,
-    integrator: Integrator,
+    integ: md.Langevin,
     pressure_GPa: float | None,
     seed: int | tuple,
     n_snapshots: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[Atoms]:
-    """Run the heat–cool MD from ``start``; return snapshots every ``snapshot_every_fs`` (positions,
-    cell, velocities; ``info``: time_fs, target_T_K, kinetic_T_K, kinetic_pressure_GPa), as many as
-    fit in ``duration_fs`` or exactly ``n_snapshots``."""
+    """Run the heat–cool MD from ``start_atoms``; return snapshots every ``snapshot_every_fs``
+    (positions, cell, velocities; ``info``: time_fs, target_T_K, kinetic_T_K,
+    kinetic_pressure_GPa), as many as fit in ``duration_fs`` or exactly ``n_snapshots``."""
     schedule = triangle_schedule(t_low_K, t_high_K, duration_fs)
-    state = new_state(start, schedule, seed, pressure_GPa=pressure_GPa, label="heat–cool")
-    dt = integrator.timestep_fs
+    state = start(start_atoms, forces, schedule, seed, pressure_GPa=pressure_GPa)
+    dt = integ.timestep_fs
     if n_snapshots is None:
         every = max(round(snapshot_every_fs / dt), 1)
         n_steps = every * max(round(duration_fs / (every * dt)), 1)
@@ -77,18 +63,18 @@ def heatcool_trajectory(
         n_steps = every * n_snapshots
     snaps: list[Atoms] = []
 
-    def keep(step, states):
-        st = states[0]
-        atoms = st.to_atoms(with_velocities=True)
+    def keep(step, st):
+        atoms = st.to_atoms(0, with_velocities=True)
+        kinetic = float(torch.diagonal(st.kinetic_tensor()[0]).sum()) / (3 * float(st.volumes()[0])) / GPA
         atoms.info.update(
-            time_fs=st.t_fs,
-            target_T_K=st.target_T(),
-            kinetic_T_K=st.temperature(),
-            kinetic_pressure_GPa=float(np.trace(st.kinetic_tensor())) / (3 * st.volume) / GPA,
+            time_fs=float(st.time_fs[0]),
+            target_T_K=float(st.target_temperature_K()[0]),
+            kinetic_T_K=float(st.temperature_K()[0]),
+            kinetic_pressure_GPa=kinetic,
         )
         snaps.append(atoms)
 
-    run_md([state], forces, n_steps, integrator, every=every, callback=keep, progress=progress)
+    run(state, forces, integ, n_steps, every=every, callback=keep, progress=progress, label="heat–cool")
     return snaps
 
 
@@ -126,11 +112,11 @@ def heatcool_benchmark(
     s = settings
     res = BenchmarkResult("heatcool", "Heat–cool trajectory: melting and freezing", "III.F")
     a0 = fcc_equilibrium(model, s).a0_A
-    start = fcc_supercell(s.element, a0, (s.heatcool_supercell,) * 3)
-    integ = Integrator(s.md_timestep_fs, s.md_thermostat_tau_fs, s.md_barostat_tau_fs)
+    crystal = fcc_supercell(s.element, a0, (s.heatcool_supercell,) * 3)
+    integ = integrator(s)
     frames = heatcool_trajectory(
-        start, md_forces(model), t_low_K=s.heatcool_T_low_K, t_high_K=s.heatcool_T_high_K,
-        duration_fs=s.heatcool_duration_fs, snapshot_every_fs=s.heatcool_reference_every_fs, integrator=integ,
+        crystal, md_forces(model), t_low_K=s.heatcool_T_low_K, t_high_K=s.heatcool_T_high_K,
+        duration_fs=s.heatcool_duration_fs, snapshot_every_fs=s.heatcool_reference_every_fs, integ=integ,
         pressure_GPa=s.heatcool_pressure_GPa, seed=(s.md_seed, 11),
     )  # fmt: skip
     sm = _series(label_frames(model, frames), frames)
@@ -165,7 +151,7 @@ def heatcool_benchmark(
     ))  # fmt: skip
     res.figures.append(_plot(model.label, reference.label, t_ps, temps, sm, sr, fcc, hcp, other, out_dir))
     res.notes.append(
-        f"{len(start)} atoms, {s.heatcool_T_low_K:.0f} → {s.heatcool_T_high_K:.0f} → {s.heatcool_T_low_K:.0f} K "
+        f"{len(crystal)} atoms, {s.heatcool_T_low_K:.0f} → {s.heatcool_T_high_K:.0f} → {s.heatcool_T_low_K:.0f} K "
         f"in {s.heatcool_duration_fs / 1000:g} ps (paper ≈ 1 ns), driven by {model.label} "
         f"({f'NPT at {s.heatcool_pressure_GPa:g} GPa' if s.heatcool_pressure_GPa is not None else 'NVT'}); "
         f"{len(frames)} snapshots, one every {s.heatcool_reference_every_fs / 1000:g} ps, recomputed by "

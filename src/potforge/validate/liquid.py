@@ -7,7 +7,7 @@ lattice constant is melted at ``liquid_premelt_K`` (NPT), then, for every temper
 equilibration and ``rdf_frames`` frames ``rdf_frame_interval_fs`` apart, g(r) in
 ``rdf_bin_A`` bins averaged over them (the paper: 50 ps NVT, 100 frames 0.1 ps apart, 0.05 Å).
 The paper used a Nosé–Hoover thermostat and barostat; here Langevin and stochastic cell
-rescaling (:mod:`potforge.validate.dynamics`), which sample the same ensembles.
+rescaling (:mod:`potforge.md`), which sample the same ensembles.
 Liquid runs are shared between the two benchmarks through the evaluators' memo.
 """
 
@@ -17,27 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from potforge import md
+from potforge.analysis import coordination, crystalline_fraction, rdf
 from potforge.validate.core import Evaluator
 from potforge.validate.crystals import fcc_equilibrium
-from potforge.validate.dynamics import (
-    Integrator,
-    MDState,
-    clone_state,
-    coordination,
-    fcc_supercell,
-    md_forces,
-    md_is_cheap,
-    new_state,
-    rdf,
-    run_md,
-    structure_fractions,
-    thermalize,
-)
 from potforge.validate.plots import COLORS, figure_path, new_figure, save
 from potforge.validate.registry import register
 from potforge.validate.results import BenchmarkResult, Curve, SummaryRow, Table
 from potforge.validate.settings import ValidationSettings
+from potforge.validate.trajectories import fcc_supercell, fork, integrator, md_forces, md_is_cheap, run, start, steps
 
 #: Liquid aluminium density, Assael et al., J. Phys. Chem. Ref. Data 35, 285 (2006): ρ = ρm + k(T − Tm).
 ASSAEL_AL = {"rho_m_g_cm3": 2.377, "k_g_cm3_K": -3.11e-4, "T_m_K": 933.47}
@@ -53,22 +43,14 @@ class LiquidNPT:
     density_sem_g_cm3: float
     pressure_GPa: float
     crystalline_fraction: float
-    state: MDState
-
-
-def integrator(settings: ValidationSettings) -> Integrator:
-    return Integrator(settings.md_timestep_fs, settings.md_thermostat_tau_fs, settings.md_barostat_tau_fs)
-
-
-def steps(fs: float, settings: ValidationSettings) -> int:
-    return max(round(fs / settings.md_timestep_fs), 0)
+    state: md.MDState
 
 
 def _memo_key(settings: ValidationSettings) -> tuple:
     s = settings
     return (
         "liquid", s.element, s.liquid_supercell, s.liquid_premelt_K, s.liquid_premelt_fs, s.liquid_npt_equilibrate_fs,
-        s.liquid_npt_average_fs, s.liquid_pressure_GPa, s.md_timestep_fs, s.md_thermostat_tau_fs,
+        s.liquid_npt_average_fs, s.liquid_pressure_GPa, s.md_timestep_fs, s.md_friction_per_fs,
         s.md_barostat_tau_fs, s.md_seed,
     )  # fmt: skip
 
@@ -87,42 +69,36 @@ def liquid_npt(
     melt = side.memo.get((*key, "premelt"))
     if melt is None:
         a0 = fcc_equilibrium(side, s).a0_A
-        start = fcc_supercell(s.element, a0 * 1.04, (s.liquid_supercell,) * 3)
-        melt = new_state(start, s.liquid_premelt_K, (s.md_seed, 1), pressure_GPa=s.liquid_pressure_GPa, label="melt")
-        run_md([melt], forces, steps(s.liquid_premelt_fs, s), integ)
+        atoms = fcc_supercell(s.element, a0 * 1.04, (s.liquid_supercell,) * 3)
+        melt = start(atoms, forces, s.liquid_premelt_K, (s.md_seed, 1), pressure_GPa=s.liquid_pressure_GPa)
+        melt = run(melt, forces, integ, steps(s.liquid_premelt_fs, s), label="melt")
         side.memo[(*key, "premelt")] = melt
-    states = []
-    for t in todo:
-        st = clone_state(melt, t, (s.md_seed, 2, int(t * 1000)), label=f"liquid {t:.0f} K")
-        thermalize(st, t)
-        states.append(st)
-    run_md(states, forces, steps(s.liquid_npt_equilibrate_fs, s), integ)
+    states = md.concat([
+        fork(melt, 0, t, (s.md_seed, 2, int(t * 1000)), pressure_GPa=s.liquid_pressure_GPa, thermalize=True)
+        for t in todo
+    ])  # fmt: skip
+    states = run(states, forces, integ, steps(s.liquid_npt_equilibrate_fs, s), label="liquid NPT")
     n_avg = max(steps(s.liquid_npt_average_fs, s), 1)
     every = max(1, min(10, n_avg))
-    dens: list[list[float]] = [[] for _ in states]
-    pres: list[list[float]] = [[] for _ in states]
+    dens: list[torch.Tensor] = []
+    pres: list[torch.Tensor] = []
 
     def sample(step, sts):
-        for k, st in enumerate(sts):
-            dens[k].append(st.density_g_cm3())
-            pres[k].append(st.pressure_GPa_now())
+        dens.append(sts.density_g_cm3())
+        pres.append(sts.pressure_GPa())
 
-    run_md(states, forces, n_avg, integ, every=every, callback=sample)
-    for t, st, d, p in zip(todo, states, dens, pres, strict=True):
+    states = run(states, forces, integ, n_avg, every=every, callback=sample, label="liquid NPT")
+    d_all, p_all = torch.stack(dens).numpy(), torch.stack(pres).numpy()
+    for k, t in enumerate(todo):
         done[t] = LiquidNPT(
             temperature_K=t,
-            density_g_cm3=float(np.mean(d)),
-            density_sem_g_cm3=block_sem(np.asarray(d)),
-            pressure_GPa=float(np.mean(p)),
-            crystalline_fraction=_crystalline(st),
-            state=st,
+            density_g_cm3=float(np.mean(d_all[:, k])),
+            density_sem_g_cm3=block_sem(d_all[:, k]),
+            pressure_GPa=float(np.mean(p_all[:, k])),
+            crystalline_fraction=crystalline_fraction(states.to_atoms(k)),
+            state=states.select([k]),
         )
     return {float(t): done[float(t)] for t in temperatures}
-
-
-def _crystalline(state: MDState) -> float:
-    f = structure_fractions(state.to_atoms())
-    return f["fcc"] + f["hcp"] + f["bcc"]
 
 
 def block_sem(x: np.ndarray, n_blocks: int = 5) -> float:
@@ -141,30 +117,29 @@ def liquid_rdfs(side: Evaluator, settings: ValidationSettings) -> dict[float, tu
     if key in side.memo:
         return side.memo[key]
     npt = liquid_npt(side, s.rdf_temperatures_K, s)
-    states = []
+    parts = []
     for t in s.rdf_temperatures_K:
         base = npt[float(t)].state
-        st = clone_state(base, float(t), (s.md_seed, 3, int(t * 1000)), pressure_GPa=None, label=f"NVT {t:.0f} K")
+        st = fork(base, 0, float(t), (s.md_seed, 3, int(t * 1000)))
         # constant volume at the NPT mean density: scale the cell isotropically
-        factor = (st.density_g_cm3() / npt[float(t)].density_g_cm3) ** (1 / 3)
-        st.cell, st.positions = st.cell * factor, st.positions * factor
-        states.append(st)
+        factor = float((st.density_g_cm3()[0] / npt[float(t)].density_g_cm3) ** (1 / 3))
+        parts.append(st.replace(cells=st.cells * factor, positions=st.positions * factor))
     forces, integ = md_forces(side), integrator(s)
-    run_md(states, forces, steps(s.liquid_nvt_equilibrate_fs, s), integ)
-    acc: list[list[np.ndarray]] = [[] for _ in states]
+    states = run(md.concat(parts), forces, integ, steps(s.liquid_nvt_equilibrate_fs, s), label="liquid NVT")
+    acc: list[list[np.ndarray]] = [[] for _ in parts]
     r_axis: list[np.ndarray] = []
 
     def sample(step, sts):
-        for k, st in enumerate(sts):
-            r, g = rdf(st.to_atoms(), s.rdf_r_max_A, s.rdf_bin_A)
+        for k in range(sts.n_systems):
+            r, g = rdf(sts.to_atoms(k), s.rdf_r_max_A, s.rdf_bin_A)
             acc[k].append(g)
             if not r_axis:
                 r_axis.append(r)
 
     every = max(steps(s.rdf_frame_interval_fs, s), 1)
-    run_md(states, forces, every * s.rdf_frames, integ, every=every, callback=sample)
-    out = {float(t): (r_axis[0], np.mean(acc[k], axis=0), st.n_atoms / st.volume)
-           for k, (t, st) in enumerate(zip(s.rdf_temperatures_K, states, strict=True))}  # fmt: skip
+    states = run(states, forces, integ, every * s.rdf_frames, every=every, callback=sample, label="liquid NVT")
+    density = (states.counts().double() / states.volumes().double()).tolist()
+    out = {float(t): (r_axis[0], np.mean(acc[k], axis=0), density[k]) for k, t in enumerate(s.rdf_temperatures_K)}
     side.memo[key] = out
     return out
 

@@ -26,25 +26,23 @@ from pathlib import Path
 
 import numpy as np
 
+from potforge import md
 from potforge.validate.core import BenchmarkError, Evaluator
 from potforge.validate.crystals import fcc_equilibrium
-from potforge.validate.dynamics import (
-    ForceProvider,
-    Integrator,
-    MDState,
-    clone_state,
-    fcc_supercell,
-    md_forces,
-    md_is_cheap,
-    new_state,
-    run_md,
-    solid_fraction_of,
-    thermalize,
-)
 from potforge.validate.plots import COLORS, figure_path, new_figure, save
 from potforge.validate.registry import register
 from potforge.validate.results import BenchmarkResult, SummaryRow, Table
 from potforge.validate.settings import ValidationSettings
+from potforge.validate.trajectories import (
+    fcc_supercell,
+    fork,
+    integrator,
+    md_forces,
+    md_is_cheap,
+    run,
+    solid_fraction,
+    start,
+)
 
 
 def _steps(fs: float, dt: float) -> int:
@@ -52,7 +50,7 @@ def _steps(fs: float, dt: float) -> int:
 
 
 def prepare_slab(
-    forces: ForceProvider,
+    forces: md.ForceProvider,
     a0_A: float,
     element: str,
     supercell: tuple[int, int, int],
@@ -60,22 +58,21 @@ def prepare_slab(
     crystal_T_K: float,
     melt_T_K: float,
     prepare_fs: float,
-    integrator: Integrator,
+    integ: md.Langevin,
     seed: int,
-) -> MDState:
+) -> md.MDState:
     """An fcc slab equilibrated at ``crystal_T_K`` whose upper half (z > Lz/2) was melted at
     ``melt_T_K`` while the lower half was held: the start of every coexistence run. The returned
     state still has the lower half ``fixed``."""
-    dt = integrator.timestep_fs
+    dt = integ.timestep_fs
     atoms = fcc_supercell(element, a0_A, supercell)
-    st = new_state(atoms, crystal_T_K, (seed, 21), pressure_GPa=pressure_GPa, barostat="aniso", label="slab crystal")
-    run_md([st], forces, _steps(prepare_fs, dt), integrator)
+    st = start(atoms, forces, crystal_T_K, (seed, 21), pressure_GPa=pressure_GPa, barostat="aniso")
+    st = run(st, forces, integ, _steps(prepare_fs, dt), label="slab crystal")
     # (002) layers sit at z = j / (2 nz); shift by a quarter spacing so the cut falls between layers
-    frac_z = (np.linalg.solve(st.cell.T, st.positions.T).T[:, 2] + 0.25 / supercell[2]) % 1.0
-    st = clone_state(st, melt_T_K, (seed, 22), barostat="z", fixed=frac_z < 0.5, label="slab melting")
-    st.velocities[st.fixed] = 0.0
-    run_md([st], forces, _steps(prepare_fs, dt), integrator)
-    return st
+    cell = st.cells[0].double().numpy()
+    frac_z = (np.linalg.solve(cell.T, st.positions.double().numpy().T).T[:, 2] + 0.25 / supercell[2]) % 1.0
+    st = fork(st, 0, melt_T_K, (seed, 22), pressure_GPa=pressure_GPa, barostat="z", fixed=frac_z < 0.5)
+    return run(st, forces, integ, _steps(prepare_fs, dt), label="slab melting")
 
 
 @dataclass
@@ -90,40 +87,45 @@ class Trial:
 
 
 def coexistence_runs(
-    prepared: MDState,
+    prepared: md.MDState,
     temperatures_K: list[float],
-    forces: ForceProvider,
+    forces: md.ForceProvider,
     *,
+    pressure_GPa: float,
     settle_fs: float,
     run_fs: float,
     sample_fs: float,
-    integrator: Integrator,
+    integ: md.Langevin,
     seed: int,
 ) -> list[Trial]:
     """Release the prepared slab at every temperature (batched for models); see the module doc."""
-    dt = integrator.timestep_fs
-    states = []
-    for t in temperatures_K:
-        st = clone_state(prepared, float(t), (seed, 23, int(t * 1000)), label=f"coexistence {t:.0f} K")
-        thermalize(st, float(t))  # the liquid's velocities at T; the held solid stays at rest
-        states.append(st)
-    run_md(states, forces, _steps(settle_fs, dt), integrator)  # liquid to T, solid still held
-    for st in states:
-        st.fixed, st.barostat = None, "aniso"
-        thermalize(st, st.target_T())
+    dt = integ.timestep_fs
+    states = md.concat([
+        # the liquid's velocities at T; the held solid stays at rest
+        fork(prepared, 0, float(t), (seed, 23, int(t * 1000)), pressure_GPa=pressure_GPa, barostat="z",
+             thermalize=True)
+        for t in temperatures_K
+    ])  # fmt: skip
+    states = run(states, forces, integ, _steps(settle_fs, dt), label="coexistence")  # liquid to T, solid held
+    states = md.concat([
+        fork(states, k, float(t), (seed, 24, int(t * 1000)), pressure_GPa=pressure_GPa, barostat="aniso",
+             fixed=None, thermalize=True)
+        for k, t in enumerate(temperatures_K)
+    ])  # fmt: skip
     every = _steps(sample_fs, dt)
     n = every * max(round(run_fs / (every * dt)), 2)
     times: list[float] = [0.0]
-    fracs = [[solid_fraction_of(st)] for st in states]
-    pres: list[list[float]] = [[] for _ in states]
+    fracs = [[solid_fraction(states, k)] for k in range(states.n_systems)]
+    pres: list[list[float]] = [[] for _ in temperatures_K]
 
     def sample(step, sts):
         times.append(step * dt / 1000)
-        for k, st in enumerate(sts):
-            fracs[k].append(solid_fraction_of(st))
-            pres[k].append(st.pressure_GPa_now())
+        p_now = sts.pressure_GPa().tolist()
+        for k in range(sts.n_systems):
+            fracs[k].append(solid_fraction(sts, k))
+            pres[k].append(p_now[k])
 
-    run_md(states, forces, n, integrator, every=every, callback=sample)
+    run(states, forces, integ, n, every=every, callback=sample, label="coexistence")
     out = []
     t_ps = np.array(times)
     for t, f, p in zip(temperatures_K, fracs, pres, strict=True):
@@ -167,7 +169,7 @@ def melting_point(side: Evaluator, pressure_GPa: float, settings: ValidationSett
     key = ("melting", pressure_GPa, s.model_dump_json())
     if key in side.memo:
         return side.memo[key]
-    integ = Integrator(s.md_timestep_fs, s.md_thermostat_tau_fs, s.md_barostat_tau_fs)
+    integ = integrator(s)
     c0, c1, c2 = s.melting_guess_K
     center = c0 + c1 * pressure_GPa + c2 * pressure_GPa**2
     hw, npts = s.melting_grid_half_width_K, s.melting_grid_points
@@ -175,9 +177,9 @@ def melting_point(side: Evaluator, pressure_GPa: float, settings: ValidationSett
     spacing = 2 * hw / (npts - 1)
     forces = md_forces(side)
     a0 = fcc_equilibrium(side, s).a0_A
-    prepared_at: dict[float, MDState] = {}
+    prepared_at: dict[float, md.MDState] = {}
 
-    def slab(t_crystal: float) -> MDState:
+    def slab(t_crystal: float) -> md.MDState:
         """The half-melted slab, its crystal equilibrated at the coldest trial temperature (a
         crystal that melts at T_c would leave no solid to hold); rebuilt when grids go colder."""
         key_t = max(t_crystal, 1.0)
@@ -187,7 +189,7 @@ def melting_point(side: Evaluator, pressure_GPa: float, settings: ValidationSett
                 forces, a0, s.element, s.melting_supercell, pressure_GPa, key_t, 2 * max(grid),
                 s.melting_prepare_fs, integ, s.md_seed,
             )  # fmt: skip
-            held = solid_fraction_of(st, st.fixed)
+            held = solid_fraction(st, 0, st.fixed.numpy())
             if held < 0.3:
                 raise BenchmarkError(
                     f"{side.label}: the fcc slab was not crystalline after {s.melting_prepare_fs:g} fs at "
@@ -215,8 +217,8 @@ def melting_point(side: Evaluator, pressure_GPa: float, settings: ValidationSett
             todo = [t_crystal - spacing * (k + 1) for k in range(npts)]
             continue
         trials += coexistence_runs(
-            prepared, todo, forces, settle_fs=0.25 * s.melting_prepare_fs, run_fs=s.melting_run_fs,
-            sample_fs=s.melting_sample_fs, integrator=integ, seed=s.md_seed,
+            prepared, todo, forces, pressure_GPa=pressure_GPa, settle_fs=0.25 * s.melting_prepare_fs,
+            run_fs=s.melting_run_fs, sample_fs=s.melting_sample_fs, integ=integ, seed=s.md_seed,
         )  # fmt: skip
         est = estimate(trials)
         temps = sorted(t.temperature_K for t in trials)

@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from potforge import durable
+
 #: One colour per series (matplotlib's tab10, colour-blind friendlier than the default cycle).
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 DPI = 130
@@ -58,9 +60,7 @@ def plot_pair(
 
 def save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as PNG to ``path`` (parents created) and return the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
-    return path
+    return durable.save_figure(fig, path, dpi=DPI)
 
 
 def figure_path(out_dir: Path, name: str) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from potforge import durable
 from potforge.validate.results import BenchmarkResult, Curve, SummaryRow, Table, jsonable
 
 
@@ -109,9 +110,7 @@ def write_report(report: ValidationReport, out_dir: Path) -> dict[str, Path]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    durable.write_text(path, text)
 
 
 def _side_text(d: dict[str, Any]) -> str:

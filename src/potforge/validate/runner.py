@@ -54,7 +54,12 @@ def run_validation(
         raise PotforgeError("model and reference must be different evaluators (caches are per side)")
     if model_ev.label == ref_ev.label:  # results are keyed by label
         model_ev.label, ref_ev.label = f"{model_ev.label} (model)", f"{ref_ev.label} (reference)"
-    results = [_run_one(b, k, len(chosen), model_ev, ref_ev, settings, out_dir, progress) for k, b in enumerate(chosen)]
+    try:
+        results = [_run_one(b, k, len(chosen), model_ev, ref_ev, settings, out_dir, progress)
+                   for k, b in enumerate(chosen)]  # fmt: skip
+    finally:
+        model_ev.close()
+        ref_ev.close()
     report = ValidationReport(
         results=results,
         model=model_ev.describe(),

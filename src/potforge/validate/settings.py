@@ -62,7 +62,9 @@ class ValidationSettings(BaseModel):
 
     # --- dynamic benchmarks (paper III.D–F): shared MD settings ------------------------------------
     md_timestep_fs: float = Field(1.0, gt=0, description="MD time step, fs (the paper's 1 fs)")
-    md_thermostat_tau_fs: float = Field(100.0, gt=0, description="Langevin relaxation time of the atoms, fs")
+    md_friction_per_fs: float = Field(
+        0.01, gt=0, description="Langevin friction γ of the atoms, 1/fs (relaxation time 1/γ)"
+    )
     md_barostat_tau_fs: float = Field(500.0, gt=0, description="stochastic cell rescaling relaxation time, fs")
     md_seed: int = Field(0, description="seed of every MD run (velocities, Langevin noise)")
     md_reference: Literal["auto", "always", "never"] = Field(
