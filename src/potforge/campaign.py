@@ -23,12 +23,14 @@ import yaml
 from pydantic import ValidationError
 
 from potforge import durable
+from potforge.census import dataset_census, generation_census
 from potforge.config import CampaignConfig
 from potforge.data import DatasetStore, Provenance
 from potforge.engine import Engine
 from potforge.errors import ConfigError
 from potforge.labeling import label_pending
 from potforge.oracle import get_oracle
+from potforge.properties import learning_curve_point
 from potforge.records import FlaggedFrame, SampleSummary
 from potforge.sample.survival import survival_at
 from potforge.stages import sample_stage, train_stage
@@ -173,6 +175,12 @@ def training_seed(config: CampaignConfig, generation: int) -> int:
     return int(state[0] % (2**31 - 1))
 
 
+def learning_curve(config: CampaignConfig) -> bool:
+    """Whether every generation's model is validated against the oracle (``validation.learning_curve``)."""
+    policy = config.validation.learning_curve
+    return policy == "always" or (policy == "auto" and config.oracle.name in ("emt", "eam"))
+
+
 def converged(config: CampaignConfig, sampling_dir: Path) -> tuple[bool, float | None]:
     """Whether a generation's trajectories met the stop rule: the Kaplan–Meier survival at
     ``loop.target_median_time_to_flag_fs`` is at least one half (censored trajectories count
@@ -227,8 +235,11 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                     max_attempts=config.labeling.max_attempts,
                     progress=lambda d, t, g=g: show({"stage": "label", "generation": g, "done": d, "total": t}),
                 )
+                census = dataset_census(store, oracle.settings_hash(), directory / "census_cache.json")
                 done(f"g{g:03d}:label", {"labelled": report.labelled, "quarantined": report.quarantined,
-                                         "dataset_size": store.count(status="ok")})  # fmt: skip
+                                         "dataset_size": store.count(status="ok"),
+                                         "oracle_calls": store.oracle_calls(oracle.settings_hash()),
+                                         **census})  # fmt: skip
             # --- train generation g (warm start from g-1) --------------------------------------
             if f"g{g:03d}:train" not in state.done:
                 update: dict = {"seed": training_seed(config, g)}
@@ -248,6 +259,14 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                 )
                 test = summary["metrics"].get("test", {}).get("ensemble", {})
                 done(f"g{g:03d}:train", {"epochs": summary["epochs"], "n_train": summary["n_train"], "test": test})
+            # --- the property learning curve: generation g's model against the oracle -----------
+            if learning_curve(config) and f"g{g:03d}:properties" not in state.done:
+                show({"stage": "properties", "generation": g})
+                point = learning_curve_point(
+                    model_path(directory, g), oracle, gdir / "properties", directory / "properties_reference",
+                    generation=g, oracle_calls=store.oracle_calls(oracle.settings_hash()),
+                )  # fmt: skip
+                done(f"g{g:03d}:properties", point.model_dump(mode="json"))
             # --- sample with model g -----------------------------------------------------------
             if f"g{g:03d}:sample" not in state.done:
                 cells = config.loop.sampling_cells or config.initial.cells
@@ -264,7 +283,8 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                 )
                 keys = ("flagged", "trajectories", "censored", "total_steps", "median_time_to_flag_fs",
                         "survival_at_target", "stop_reason")  # fmt: skip
-                done(f"g{g:03d}:sample", {k: summary.get(k) for k in keys})
+                census = generation_census(gdir / "sampling").model_dump(mode="json")
+                done(f"g{g:03d}:sample", {**{k: summary.get(k) for k in keys}, "census": census})
             # --- queue the flagged frames for labelling -----------------------------------------
             if f"g{g:03d}:queue" not in state.done:
                 queued = ingest_flagged(store, gdir / "sampling", oracle.name, oracle.settings_hash())

@@ -4,7 +4,7 @@ time, so a mistake is reported before any work starts, naming the field and what
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -53,12 +53,17 @@ class LoopConfig(BaseModel):
 
 
 class ValidationConfig(BaseModel):
-    """The validation report written for the final model (``potforge validate``)."""
+    """The validation report written for the final model (``potforge validate``), the gates its
+    summary judges the model by, and the property learning curve: a quick static validation of
+    every generation's model against the campaign's oracle (``auto``: where the oracle is cheap,
+    EMT or EAM; ``always`` for any oracle, e.g. a cheap DFT setting; ``never``)."""
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     only: list[str] | None = Field(None, description="benchmark names (default: all static ones)")
     quick: bool = Field(False, description="fewer points per curve")
+    gates: Literal["quick", "strict"] = Field("quick", description="gate set of the report (potforge.properties)")
+    learning_curve: Literal["auto", "always", "never"] = "auto"
 
 
 class CampaignConfig(BaseModel):

@@ -1,25 +1,34 @@
-"""A campaign at a glance: per-generation summary and the plots ``potforge status`` writes."""
+"""A campaign at a glance: per-generation summary and the plots ``potforge status`` writes.
+
+Per generation: dataset size and how much of it is crystalline, held-out errors, sampling
+outcomes with the Kaplan–Meier time to flag, the structure census of what the sampler explored,
+and — where the campaign computes it — the property learning curve against the oracle.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from potforge import durable
 from potforge.campaign import CampaignState, generation_dir
+from potforge.properties import LABELS, PropertyPoint
+from potforge.records import SampleSummary
+from potforge.sample.survival import kaplan_meier
 
 
-def _read(path: Path) -> dict:
+def _sampling(directory: Path, g: int) -> SampleSummary | None:
+    path = generation_dir(directory, g) / "sampling" / "summary.json"
     try:
-        return json.loads(path.read_text())
+        return SampleSummary.read(path)
     except (OSError, ValueError):
-        return {}
+        return None
 
 
 def campaign_summary(directory: Path, state: CampaignState) -> dict:
-    """Per generation: dataset size, training epochs and held-out errors, sampling outcomes."""
+    """Per generation: dataset size, training epochs and held-out errors, sampling outcomes,
+    census, property errors."""
     directory = Path(directory)
     gens = []
     for g in range(state.generation + 1):
@@ -28,22 +37,28 @@ def campaign_summary(directory: Path, state: CampaignState) -> dict:
             stage = rec.get("stage", "")
             if not stage.startswith(f"g{g:03d}:"):
                 continue
-            if stage.endswith(":label"):
-                row["dataset_size"] = rec.get("dataset_size")
-            elif stage.endswith(":train"):
+            kind = stage.split(":", 1)[1]
+            if kind == "label":
+                for k in ("dataset_size", "oracle_calls", "labelled_frames", "crystalline_frames"):
+                    row[k] = rec.get(k)
+            elif kind == "train":
                 row["epochs"] = rec.get("epochs")
                 row["n_train"] = rec.get("n_train")
                 row["test_energy_rmse_meV_per_atom"] = rec.get("test", {}).get("energy_rmse_meV_per_atom")
                 row["test_force_rmse_eV_per_A"] = rec.get("test", {}).get("force_rmse_eV_per_A")
-            elif stage.endswith(":sample"):
-                row.update({k: rec.get(k) for k in ("flagged", "total_steps", "median_time_to_flag_fs", "stop_reason")})
-            elif stage.endswith(":queue"):
+            elif kind == "sample":
+                keys = ("flagged", "trajectories", "censored", "total_steps", "median_time_to_flag_fs",
+                        "survival_at_target", "stop_reason", "census")  # fmt: skip
+                row.update({k: rec.get(k) for k in keys})
+            elif kind == "queue":
                 row["queued"] = rec.get("queued")
-        sampling = _read(generation_dir(directory, g) / "sampling" / "summary.json")
-        row["times_to_flag_fs"] = [o["time_fs"] for o in sampling.get("outcomes", []) if o["outcome"] != "running"]
-        row["flag_uncertainty"] = [
-            o["uncertainty"] for o in sampling.get("outcomes", []) if o["outcome"] == "flagged" and o["uncertainty"]
-        ]
+            elif kind == "properties":
+                row["properties"] = {k: v for k, v in rec.items() if k != "stage"}
+        sampling = _sampling(directory, g)
+        outcomes = [o for o in sampling.outcomes if o.outcome != "unused"] if sampling else []
+        row["events_fs"] = [o.time_fs for o in outcomes if o.is_event]
+        row["censored_fs"] = [o.time_fs for o in outcomes if not o.is_event]
+        row["flag_uncertainty"] = [o.uncertainty for o in outcomes if o.outcome == "flagged" and o.uncertainty]
         gens.append(row)
     return {
         "directory": str(directory),
@@ -55,7 +70,8 @@ def campaign_summary(directory: Path, state: CampaignState) -> dict:
 
 
 def write_campaign_plots(directory: Path, summary: dict) -> list[Path]:
-    """dataset_growth.png, time_to_flag.png, uncertainty.png, heldout_errors.png in DIR/plots."""
+    """dataset_growth, time_to_flag (Kaplan–Meier), uncertainty, heldout_errors, census and —
+    when computed — property_learning_curve, as PNG files in DIR/plots."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,17 +84,36 @@ def write_campaign_plots(directory: Path, summary: dict) -> list[Path]:
     paths = []
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(g, [r.get("dataset_size") or 0 for r in gens], "o-")
-    ax.set(xlabel="generation", ylabel="labelled frames", title="dataset growth")
+    ax.plot(g, [r.get("dataset_size") or 0 for r in gens], "o-", label="labelled frames")
+    ax.plot(g, [r.get("crystalline_frames") or 0 for r in gens], "s-", label="of them > 30 % crystalline")
+    ax.set(xlabel="generation", ylabel="frames", title="dataset growth")
+    ax.legend(fontsize=8)
     paths.append(_save(fig, out / "dataset_growth.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    data = [np.array(r["times_to_flag_fs"]) / 1000 for r in gens]
-    if any(len(d) for d in data):
-        ax.boxplot([d if len(d) else [np.nan] for d in data], positions=g, widths=0.5)
-    ax.plot(g, [(r.get("median_time_to_flag_fs") or 0) / 1000 for r in gens], "r.-", label="median (incl. running)")
-    ax.set(xlabel="generation", ylabel="time to flag (ps)", title="trajectory length before a weakness")
-    ax.legend()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    cmap = plt.get_cmap("viridis")
+    for k, r in enumerate(gens):
+        from potforge.records import TrajectoryOutcome
+
+        outcomes = [TrajectoryOutcome(traj="", outcome="flagged", time_fs=t) for t in r["events_fs"]]
+        outcomes += [TrajectoryOutcome(traj="", outcome="survived", time_fs=t) for t in r["censored_fs"]]
+        if not outcomes:
+            continue
+        t, s = kaplan_meier(outcomes)
+        end = max(r["events_fs"] + r["censored_fs"])
+        ax1.step(np.r_[0, t, end] / 1000, np.r_[1, s, s[-1] if len(s) else 1], where="post",
+                 color=cmap(k / max(len(gens) - 1, 1)), label=f"g{r['generation']}")  # fmt: skip
+    ax1.axhline(0.5, color="0.5", lw=0.8, ls="--")
+    ax1.set(xlabel="simulated time (ps)", ylabel="trajectories not yet flagged",
+            title="Kaplan–Meier survival (censored runs count as far as they went)", ylim=(0, 1.02))  # fmt: skip
+    ax1.title.set_fontsize(9)
+    ax1.legend(fontsize=7, ncol=2)
+    med = [(r.get("median_time_to_flag_fs") or np.nan) / 1000 for r in gens]
+    ax2.plot(g, med, "r.-", label="KM median (— : above every observed time)")
+    ax2.plot(g, [np.median(r["censored_fs"]) / 1000 if r["censored_fs"] else np.nan for r in gens], "x",
+             color="0.4", label="censored runs (median time)")  # fmt: skip
+    ax2.set(xlabel="generation", ylabel="time to flag (ps)", title="time to flag")
+    ax2.legend(fontsize=7)
     paths.append(_save(fig, out / "time_to_flag.png"))
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
@@ -93,7 +128,7 @@ def write_campaign_plots(directory: Path, summary: dict) -> list[Path]:
             if vals:
                 ax.hist(vals, bins=15, histtype="step", label=f"g{r['generation']}")
         ax.set(xlabel=label, ylabel="flagged frames")
-    axes[0].legend()
+    axes[0].legend(fontsize=7)
     fig.suptitle("uncertainty of flagged frames")
     paths.append(_save(fig, out / "uncertainty.png"))
 
@@ -103,7 +138,72 @@ def write_campaign_plots(directory: Path, summary: dict) -> list[Path]:
     ax2.plot(g, [r.get("test_force_rmse_eV_per_A") or np.nan for r in gens], "o-")
     ax2.set(xlabel="generation", ylabel="force RMSE (eV/Å)", title="held-out (test split)")
     paths.append(_save(fig, out / "heldout_errors.png"))
+
+    paths.append(_census_plot(plt, gens, out / "census.png"))
+    if any(r.get("properties") for r in gens):
+        paths.append(_learning_curve_plot(plt, gens, out / "property_learning_curve.png"))
     return paths
+
+
+COLORS = {"fcc": "#2ca02c", "hcp": "#d62728", "bcc": "#1f77b4", "ico": "#9467bd", "other": "0.75"}
+
+
+def _census_plot(plt, gens: list[dict], path: Path) -> Path:
+    """Stacked CNA fractions of the flagged frames and of the running trajectories' snapshots per
+    generation, and when trajectories first became crystalline."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    g = np.array([r["generation"] for r in gens])
+    for ax, key, title in ((axes[0], "flagged_mean", "flagged frames"),
+                           (axes[1], "snapshot_mean", "trajectory snapshots")):  # fmt: skip
+        bottom = np.zeros(len(gens))
+        for kind, color in COLORS.items():
+            vals = np.array([((r.get("census") or {}).get(key) or {}).get(kind, 0.0) for r in gens])
+            ax.bar(g, vals, bottom=bottom, color=color, label=kind, width=0.8)
+            bottom += vals
+        ax.set(xlabel="generation", ylabel="mean fraction of atoms (CNA)", ylim=(0, 1), title=title)
+    axes[0].legend(fontsize=7, loc="lower right")
+    for r in gens:
+        times = np.array((r.get("census") or {}).get("first_crystalline_fs") or []) / 1000
+        if len(times):
+            axes[2].plot(np.full(len(times), r["generation"]), times, "o", color=COLORS["fcc"], ms=4)
+    n_cryst = [(r.get("census") or {}).get("flagged_crystalline", 0) for r in gens]
+    n_flag = [(r.get("census") or {}).get("flagged", 0) for r in gens]
+    axes[2].set(xlabel="generation", ylabel="time first > 30 % crystalline (ps)",
+                title=f"crystallisation ({sum(n_cryst)} of {sum(n_flag)} flagged frames crystalline)")  # fmt: skip
+    axes[2].title.set_fontsize(9)
+    fig.suptitle("structure census (adaptive common-neighbour analysis)")
+    return _save(fig, path)
+
+
+def _learning_curve_plot(plt, gens: list[dict], path: Path) -> Path:
+    """|model − oracle| of each gate property against the oracle calls spent so far."""
+    points = [PropertyPoint.model_validate(r["properties"]) for r in gens if r.get("properties")]
+    calls = [p.oracle_calls for p in points]
+    groups = [
+        ("relative error", ["a0_A", "B_GPa", "C11_GPa", "C12_GPa", "C44_GPa"], "%"),
+        ("energy differences", ["eps_hcp_meV", "eps_bcc_meV", "bain_bcc_meV", "bain_rmse_meV"], "meV/atom"),
+        ("stacking faults", ["gsfe_slip_rmse_mJ_m2"], "mJ/m²"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, (title, keys, unit) in zip(axes, groups, strict=True):
+        for key in keys:
+            ys = []
+            for p in points:
+                v = p.values.get(key)
+                if v is None or v.model is None:
+                    ys.append(np.nan)
+                elif v.reference is None:
+                    ys.append(v.model)  # an RMSE
+                elif unit == "%":
+                    ys.append(100 * abs(v.model - v.reference) / abs(v.reference))
+                else:
+                    ys.append(abs(v.model - v.reference))
+            ax.plot(calls, ys, "o-", label=LABELS[key])
+        ax.set(xlabel="oracle calls", ylabel=f"|model − oracle| ({unit})", title=title)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.suptitle("property learning curve: each generation's model against the campaign's oracle")
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:

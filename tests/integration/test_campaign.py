@@ -79,12 +79,40 @@ def test_tiny_campaign_runs_three_generations(tmp_path):
     summary = campaign_summary(tmp_path / "c", state)
     assert [r["generation"] for r in summary["generations"]] == [0, 1, 2]
     assert all(r["test_force_rmse_eV_per_A"] is not None for r in summary["generations"])
+    # discovery made visible: a census of every generation, a learning-curve point of every model
+    for r in summary["generations"]:
+        assert r["census"]["trajectories"] >= 1 and r["census"]["snapshots"] >= r["census"]["trajectories"]
+        assert r["labelled_frames"] == r["dataset_size"] and 0 <= r["crystalline_frames"] <= r["dataset_size"]
+        values = r["properties"]["values"]
+        assert values["a0_A"]["reference"] == pytest.approx(3.994, abs=0.005)  # EMT's own fcc a0
+        assert r["properties"]["oracle_calls"] >= r["dataset_size"]
+    calls = [r["properties"]["oracle_calls"] for r in summary["generations"]]
+    assert calls == sorted(calls) and calls[-1] > calls[0]
     for path in write_campaign_plots(tmp_path / "c", summary):
         assert path.stat().st_size > 5000
     # a finished campaign is a no-op; another config in the same directory is refused
     assert run_campaign(cfg, tmp_path / "c").finished
     with pytest.raises(ConfigError, match="another configuration"):
         run_campaign(parse_config(tiny_config(seed=12)), tmp_path / "c")
+
+
+def test_learning_curve_point_is_computed_once_and_resumes_from_its_cache(tmp_path):
+    """A point is read back once done; killed before it was marked done, it is recomputed from
+    the oracle's cached calculations (no oracle call repeated)."""
+    from potforge.oracle import get_oracle
+    from potforge.properties import learning_curve_point
+
+    counter = tmp_path / "calls.txt"
+    oracle = get_oracle("python:potforge.oracle.fake:FaultyEMT", {"counter_file": str(counter)})
+    args = ("ani-al", oracle, tmp_path / "g000", tmp_path / "reference")
+    first = learning_curve_point(*args, generation=0, oracle_calls=96)
+    n_calls = len(counter.read_text().split())
+    assert n_calls > 10 and first.values["eps_bcc_meV"].reference == pytest.approx(5.17, abs=0.1)
+    assert learning_curve_point(*args, generation=0, oracle_calls=96) == first
+    (tmp_path / "g000" / "DONE.json").unlink()  # as if killed before it finished
+    again = learning_curve_point(*args, generation=0, oracle_calls=96)
+    assert len(counter.read_text().split()) == n_calls
+    assert again.values == first.values
 
 
 def run_cli(config: Path, directory: Path) -> subprocess.Popen:

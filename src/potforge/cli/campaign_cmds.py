@@ -92,8 +92,12 @@ def run_cmd(
         validate_campaign(directory, cfg)
 
 
+def _num(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
 def print_status(directory: Path) -> dict:
-    """Print a campaign's summary table and write its plots; returns the summary."""
+    """Print a campaign's summary tables and write its plots; returns the summary."""
     from potforge.campaign import CampaignState
     from potforge.report import campaign_summary, write_campaign_plots
 
@@ -103,37 +107,75 @@ def print_status(directory: Path) -> dict:
     summary = campaign_summary(directory, state)
     out = Console()
     table = Table(title=f"campaign {directory}")
-    for col in (
-        "gen",
-        "dataset",
-        "epochs",
-        "test E (meV/atom)",
-        "test F (eV/Å)",
-        "flagged",
-        "median t-flag",
-        "MD steps",
-    ):
+    columns = (
+        "gen", "labelled (crystal)", "oracle calls", "epochs", "test E (meV/atom)", "test F (eV/Å)",
+        "flagged (crystal)", "KM median t-flag", "S(target)", "trajectories (censored)", "crystallised",
+    )  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="right")
     for row in summary["generations"]:
+        census = row.get("census") or {}
         table.add_row(
             str(row["generation"]),
-            str(row.get("dataset_size", "—")),
-            str(row.get("epochs", "—")),
-            f"{row['test_energy_rmse_meV_per_atom']:.2f}"
-            if row.get("test_energy_rmse_meV_per_atom") is not None
-            else "—",
-            f"{row['test_force_rmse_eV_per_A']:.3f}" if row.get("test_force_rmse_eV_per_A") is not None else "—",
-            str(row.get("flagged", "—")),
-            _fmt_time(row.get("median_time_to_flag_fs")),
-            str(row.get("total_steps", "—")),
+            f"{_num(row.get('dataset_size'), 'd')} ({_num(row.get('crystalline_frames'), 'd')})",
+            _num(row.get("oracle_calls"), "d"),
+            _num(row.get("epochs"), "d"),
+            _num(row.get("test_energy_rmse_meV_per_atom"), ".2f"),
+            _num(row.get("test_force_rmse_eV_per_A"), ".3f"),
+            f"{_num(row.get('flagged'), 'd')} ({_num(census.get('flagged_crystalline'), 'd')})",
+            _fmt_time(row.get("median_time_to_flag_fs")) if row.get("trajectories") else "—",
+            _num(row.get("survival_at_target"), ".2f"),
+            f"{_num(row.get('trajectories'), 'd')} ({_num(row.get('censored'), 'd')})",
+            _num(census.get("crystallised"), "d"),
         )
     out.print(table)
+    curve = [r for r in summary["generations"] if r.get("properties")]
+    if curve:
+        out.print(_learning_curve_table(curve, _gate_set(directory)))
     status = "finished: " + state.stop_reason if state.finished else f"in progress (generation {state.generation})"
     out.print(status)
     plots = write_campaign_plots(directory, summary)
     for p in plots:
         out.print(f"plot: {p}")
     return summary
+
+
+def _gate_set(directory: Path) -> str:
+    import yaml
+
+    try:
+        recorded = yaml.safe_load((directory / "config.yaml").read_text())["config"]
+        return (recorded.get("validation") or {}).get("gates", "quick")
+    except (OSError, KeyError, TypeError, ValueError):
+        return "quick"
+
+
+def _learning_curve_table(rows: list[dict], gates: str) -> Table:
+    """Model − oracle per generation for the gate properties; a ✗ marks a value outside its gate."""
+    from potforge.properties import GATES, LABELS, PropertyPoint, judge
+
+    keys = [g.key for g in GATES[gates]]
+    table = Table(title=f"property learning curve (model − oracle; ✗ outside the {gates} gate)")
+    table.add_column("gen", justify="right")
+    table.add_column("oracle calls", justify="right")
+    for key in keys:
+        table.add_column(LABELS[key], justify="right")
+    for row in rows:
+        point = PropertyPoint.model_validate(row["properties"])
+        verdicts = {r.property: r for r in judge(point.values, gates)}
+        cells = []
+        for key in keys:
+            r = verdicts[LABELS[key]]
+            if r.error is None:
+                cells.append("—")
+                continue
+            v = point.values[key]
+            shown = f"{100 * r.error / abs(v.reference):+.1f} %" if v.unit in ("Å", "GPa") else f"{r.error:+.2f}"
+            if key in ("eps_bcc_meV", "bain_bcc_meV") and r.gate.startswith("above"):
+                shown = f"{v.model:+.1f} vs {v.reference:+.1f}"
+            cells.append(shown + ("" if r.passed else " ✗"))
+        table.add_row(str(point.generation), str(point.oracle_calls), *cells)
+    return table
 
 
 @app.command("status")
@@ -172,6 +214,9 @@ def validate_campaign(directory: Path, cfg) -> Path | None:
         settings=settings,
         reference_settings=cfg.oracle.settings,
         progress=lambda *a: None,
+        gates=cfg.validation.gates,
     )
+    for line in report.verdict:
+        console.print(line)
     console.print(f"validation report: {out / 'report.html'} ({report.wall_time_s:.0f} s)")
     return out / "report.html"

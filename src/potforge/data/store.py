@@ -217,6 +217,15 @@ class DatasetStore:
     def count(self, **query: Any) -> int:
         return self.db.count(**query)
 
+    def oracle_calls(self, oracle_hash: str) -> int:
+        """Calculations ``oracle_hash`` has returned into this dataset: every label and every
+        recorded failure (each failed attempt was a calculation)."""
+        calls = 0
+        for row in self.db.select(oracle_hash=oracle_hash):
+            kvp = row.key_value_pairs
+            calls += int(kvp.get("attempts", 0)) + (kvp.get("status") == "ok")
+        return calls
+
     def info(self) -> dict[str, Any]:
         """Counts per source/split/status, atom counts, density and energy ranges, failures."""
         by_status = {s: self.db.count(status=s) for s in STATUSES}

@@ -29,6 +29,9 @@ class ValidationReport:
     wall_time_s: float = 0.0
     created: str = ""
     files: dict[str, Path] = field(default_factory=dict)
+    #: the gates the model is judged by (potforge.properties.GateResult) and the verdict in words
+    gates: list[Any] = field(default_factory=list)
+    verdict: list[str] = field(default_factory=list)
 
     def result(self, name: str) -> BenchmarkResult:
         for r in self.results:
@@ -44,6 +47,8 @@ class ValidationReport:
             "model": jsonable(self.model),
             "reference": jsonable(self.reference),
             "settings": jsonable(self.settings),
+            "verdict": list(self.verdict),
+            "gates": [g.model_dump() for g in self.gates],
             "benchmarks": [r.to_dict(root) for r in self.results],
         }
 
@@ -87,6 +92,16 @@ def summary_rows(report: ValidationReport) -> list[tuple[str, list[str]]]:
             rows.append([f"{c.name}: RMSE / MAE", "curve", "curve", f"{fmt(c.rmse, d)} / {fmt(c.mae, d)}", c.y_unit])
         out.append((res.title, rows))
     return out
+
+
+def gate_rows(report: ValidationReport) -> list[list[str]]:
+    """[property, model, reference, error, unit, gate, verdict] per gate."""
+    mark = {True: "inside", False: "OUTSIDE", None: "not measured"}
+    return [[g.property, fmt(g.model, 3), fmt(g.reference, 3), _signed(g.error, 3), g.unit, g.gate, mark[g.passed]]
+            for g in report.gates]  # fmt: skip
+
+
+GATE_COLUMNS = ["property", "model", "reference", "error", "unit", "gate", "verdict"]
 
 
 def _signed(v: float | None, decimals: int) -> str:
@@ -141,6 +156,12 @@ def render_markdown(report: ValidationReport, out_dir: Path) -> str:
         f"- reference: {_side_text(report.reference)}",
         f"- created: {report.created}; wall time {report.wall_time_s:.1f} s",
         "",
+    ]
+    if report.gates or report.verdict:
+        parts += ["## Verdict", ""] + [f"- {v}" for v in report.verdict] + [""]
+        if report.gates:
+            parts += [_md_table(GATE_COLUMNS, gate_rows(report)), ""]
+    parts += [
         "## Summary (error = model − reference)",
         "",
     ]
@@ -230,8 +251,21 @@ def render_html(report: ValidationReport) -> str:
         "<h1>potforge validation report</h1>",
         f'<p class="meta">model: {_e(_side_text(report.model))}<br>reference: {_e(_side_text(report.reference))}'
         f"<br>created {_e(report.created)}; wall time {report.wall_time_s:.1f} s</p>",
-        "<h2>Summary</h2><p class='meta'>error = model − reference; curve rows give RMSE / MAE over common points.</p>",
     ]
+    if report.gates or report.verdict:
+        parts.append("<h2>Verdict</h2><ul>" + "".join(f"<li>{_e(v)}</li>" for v in report.verdict) + "</ul>")
+        if report.gates:
+            body = []
+            for row in gate_rows(report):
+                cls = ' class="failed"' if row[-1] == "OUTSIDE" else ""
+                cells = f"<td>{_e(row[0])}</td>" + "".join(f'<td class="num">{_e(c)}</td>' for c in row[1:4])
+                cells += f"<td>{_e(row[4])}</td><td>{_e(row[5])}</td><td{cls}>{_e(row[6])}</td>"
+                body.append(f"<tr>{cells}</tr>")
+            head = "".join(f"<th>{_e(c)}</th>" for c in GATE_COLUMNS)
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    parts.append(
+        "<h2>Summary</h2><p class='meta'>error = model − reference; curve rows give RMSE / MAE over common points.</p>"
+    )
     rows_html = []
     for res, (title, block) in zip(report.results, summary_rows(report), strict=True):
         rows_html.append(f'<tr class="group"><td colspan="5"><a href="#{_e(res.name)}">{_e(title)}</a></td></tr>')

@@ -32,6 +32,7 @@ def run_validation(
     dtype=None,
     progress: ProgressFn | None = None,
     write: bool = True,
+    gates: str | None = None,
 ) -> ValidationReport:
     """Compare ``model`` with ``reference`` on the selected benchmarks and write the report.
 
@@ -40,7 +41,9 @@ def run_validation(
     :class:`Evaluator`. reference: an oracle name (``"emt"``, ``"gpaw"``, ...) with
     ``reference_settings``, an ``Oracle``, a factory or an :class:`Evaluator`. only: benchmark or
     group names (None: all). Files go to ``out_dir``: report.html, report.md, results.json,
-    figures/*.png, and calculations/ (reference calculator files and a resumable cache).
+    figures/*.png, and calculations/ (reference calculator files and a resumable cache). ``gates``
+    (``quick`` or ``strict``, :mod:`potforge.properties`) adds a verdict: each gate property
+    inside or outside its gate, and whether the model's lowest-energy crystal is the reference's.
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -68,6 +71,12 @@ def run_validation(
         wall_time_s=time.perf_counter() - t0,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+    if gates is not None:
+        from potforge.properties import judge, measured, verdict
+
+        values = measured(report)
+        report.gates = judge(values, gates)
+        report.verdict = verdict(values, report.gates)
     _prune_empty_dirs(calc_dir)
     if write:
         write_report(report, out_dir)
