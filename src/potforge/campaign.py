@@ -26,6 +26,7 @@ from potforge import durable
 from potforge.census import dataset_census, generation_census
 from potforge.config import CampaignConfig
 from potforge.data import DatasetStore, Provenance
+from potforge.data.plausibility import apply_policy
 from potforge.engine import Engine
 from potforge.errors import ConfigError
 from potforge.labeling import label_pending
@@ -175,6 +176,46 @@ def training_seed(config: CampaignConfig, generation: int) -> int:
     return int(state[0] % (2**31 - 1))
 
 
+def held_out_uncertainty(model_dir: Path) -> dict[str, list[float]]:
+    """Per-frame uncertainty measures of a trained model on its validation and test frames."""
+    done = durable.read_done(model_dir) or {}
+    metrics = done.get("metrics") or {}
+    out: dict[str, list[float]] = {}
+    for split in ("val", "test"):
+        for key, values in ((metrics.get(split) or {}).get("per_frame") or {}).items():
+            out.setdefault(key, []).extend(values)
+    return out
+
+
+#: generations in a row a campaign may flag at once with a flat held-out error before it says so
+STALL_GENERATIONS = 3
+
+
+def not_learning(config: CampaignConfig, history: list[dict], sample: dict) -> list[str]:
+    """A warning when the loop is not learning: for the last :data:`STALL_GENERATIONS`
+    generations the trajectories were flagged at their first checks and the held-out force error
+    moved by less than 10 %. Typical causes: an oracle whose labels are absurd (see
+    ``labeling.plausibility``), thresholds far below what the ensemble can reach, or a time step
+    too long for the cells."""
+    first_checks = 2 * config.sampler.uncertainty.check_every * config.sampler.timestep_fs
+    samples = [r for r in history if r.get("stage", "").endswith(":sample")] + [sample]
+    trains = [r for r in history if r.get("stage", "").endswith(":train")]
+    if len(samples) < STALL_GENERATIONS or len(trains) < STALL_GENERATIONS:
+        return []
+    medians = [r.get("median_time_to_flag_fs") for r in samples[-STALL_GENERATIONS:]]
+    errors = [(r.get("test") or {}).get("force_rmse_eV_per_A") for r in trains[-STALL_GENERATIONS:]]
+    if any(m is None or m > first_checks for m in medians) or any(e is None for e in errors):
+        return []
+    change = abs(errors[-1] - errors[0]) / max(errors[0], 1e-12)
+    if change >= 0.1:
+        return []
+    return [
+        f"not learning: for {STALL_GENERATIONS} generations trajectories were flagged within {first_checks:g} fs "
+        f"and the held-out force error stayed at {errors[-1]:.3g} eV/Å ({change:.0%} change); check the oracle's "
+        "labels (potforge data info: implausible), the uncertainty thresholds and the time step"
+    ]
+
+
 def learning_curve(config: CampaignConfig) -> bool:
     """Whether every generation's model is validated against the oracle (``validation.learning_curve``)."""
     policy = config.validation.learning_curve
@@ -235,11 +276,21 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                     max_attempts=config.labeling.max_attempts,
                     progress=lambda d, t, g=g: show({"stage": "label", "generation": g, "done": d, "total": t}),
                 )
+                policy = config.labeling.plausibility
+                checked = apply_policy(store, oracle.settings_hash(), policy)
+                warnings = []
+                if checked.fraction > policy.warn_fraction:
+                    warnings.append(
+                        f"{checked.implausible} of {checked.labels} labels of {oracle.name} are implausible "
+                        f"(labeling.plausibility); they are kept but not trained on: check the oracle's settings"
+                    )
+                    show({"stage": "warning", "generation": g, "message": warnings[-1]})
                 census = dataset_census(store, oracle.settings_hash(), directory / "census_cache.json")
                 done(f"g{g:03d}:label", {"labelled": report.labelled, "quarantined": report.quarantined,
-                                         "dataset_size": store.count(status="ok"),
+                                         "implausible": checked.implausible,
+                                         "dataset_size": store.count(status="ok", oracle_hash=oracle.settings_hash()),
                                          "oracle_calls": store.oracle_calls(oracle.settings_hash()),
-                                         **census})  # fmt: skip
+                                         "warnings": warnings, **census})  # fmt: skip
             # --- train generation g (warm start from g-1) --------------------------------------
             if f"g{g:03d}:train" not in state.done:
                 update: dict = {"seed": training_seed(config, g)}
@@ -270,10 +321,13 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
             # --- sample with model g -----------------------------------------------------------
             if f"g{g:03d}:sample" not in state.done:
                 cells = config.loop.sampling_cells or config.initial.cells
+                sampler = config.sampler.model_copy(
+                    update={"uncertainty": config.sampler.uncertainty.calibrated(held_out_uncertainty(gdir / "model"))}
+                )
                 show({"stage": "sample", "generation": g})
                 future = engine.submit(
                     "gpu", sample_stage, str(model_path(directory, g)), str(gdir / "sampling"),
-                    config.sampler.model_dump_json(), cells.model_dump_json(), config.seed, g, config.sampler.threads,
+                    sampler.model_dump_json(), cells.model_dump_json(), config.seed, g, config.sampler.threads,
                     config.loop.target_median_time_to_flag_fs,
                 )  # fmt: skip
                 summary = _wait(
@@ -284,7 +338,14 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                 keys = ("flagged", "trajectories", "censored", "total_steps", "median_time_to_flag_fs",
                         "survival_at_target", "stop_reason")  # fmt: skip
                 census = generation_census(gdir / "sampling").model_dump(mode="json")
-                done(f"g{g:03d}:sample", {**{k: summary.get(k) for k in keys}, "census": census})
+                u = sampler.uncertainty
+                thresholds = {k: getattr(u, k) for k in ("energy_eV_per_sqrt_atom", "force_mean_eV_per_A",
+                                                         "force_max_eV_per_A")}  # fmt: skip
+                warnings = not_learning(config, state.history, summary)
+                for message in warnings:
+                    show({"stage": "warning", "generation": g, "message": message})
+                done(f"g{g:03d}:sample", {**{k: summary.get(k) for k in keys}, "census": census,
+                                          "thresholds": thresholds, "warnings": warnings})  # fmt: skip
             # --- queue the flagged frames for labelling -----------------------------------------
             if f"g{g:03d}:queue" not in state.done:
                 queued = ingest_flagged(store, gdir / "sampling", oracle.name, oracle.settings_hash())

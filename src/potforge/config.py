@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from potforge.data.plausibility import PlausibilityPolicy
 from potforge.engine import EngineConfig
 from potforge.errors import ConfigError
 from potforge.sample.config import SamplerConfig
@@ -25,10 +26,13 @@ class OracleConfig(BaseModel):
 
 
 class LabelingConfig(BaseModel):
+    """How labels are computed, and which are plausible enough to train on (``plausibility``)."""
+
     model_config = ConfigDict(extra="forbid")
     timeout_s: float = Field(3600.0, gt=0, description="wall-time limit per calculation")
     max_attempts: int = Field(3, ge=1, description="attempts before a frame is quarantined")
     chunk_size: int = Field(8, ge=1, description="frames per oracle process")
+    plausibility: PlausibilityPolicy = Field(default_factory=PlausibilityPolicy)
 
 
 class InitialConfig(BaseModel):

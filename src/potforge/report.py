@@ -39,8 +39,9 @@ def campaign_summary(directory: Path, state: CampaignState) -> dict:
                 continue
             kind = stage.split(":", 1)[1]
             if kind == "label":
-                for k in ("dataset_size", "oracle_calls", "labelled_frames", "crystalline_frames"):
+                for k in ("dataset_size", "oracle_calls", "labelled_frames", "crystalline_frames", "implausible"):
                     row[k] = rec.get(k)
+                row.setdefault("warnings", []).extend(rec.get("warnings") or [])
             elif kind == "train":
                 row["epochs"] = rec.get("epochs")
                 row["n_train"] = rec.get("n_train")
@@ -50,6 +51,7 @@ def campaign_summary(directory: Path, state: CampaignState) -> dict:
                 keys = ("flagged", "trajectories", "censored", "total_steps", "median_time_to_flag_fs",
                         "survival_at_target", "stop_reason", "census")  # fmt: skip
                 row.update({k: rec.get(k) for k in keys})
+                row.setdefault("warnings", []).extend(rec.get("warnings") or [])
             elif kind == "queue":
                 row["queued"] = rec.get("queued")
             elif kind == "properties":

@@ -111,3 +111,38 @@ def test_warm_start_reproduces_the_previous_model(tiny_train, tiny_heldout):
     model = warm_start(previous, ("Al",), cfg, fit_self_energies(tiny_heldout))
     batch, _, _, _ = tiny_train.batch(torch.arange(3), torch.float64)
     torch.testing.assert_close(model.evaluate(batch).member_energies, previous.evaluate(batch).member_energies)
+
+
+def test_uncertainty_calibration_against_known_relations():
+    """Spearman ρ is 1 for any increasing relation and −1 for a decreasing one; the slope of
+    true = a × predicted is recovered exactly; quantiles are the measure's own."""
+    import numpy as np
+
+    from potforge.train.metrics import uncertainty_calibration
+
+    x = np.linspace(0.01, 1.0, 50)
+    per_frame = {
+        "energy_eV_per_sqrt_atom": x, "energy_error_eV_per_sqrt_atom": 2.5 * x,
+        "force_mean_eV_per_A": x, "force_rmse_eV_per_A": np.exp(3 * x),
+        "force_max_eV_per_A": x, "force_max_error_eV_per_A": 1.0 / x,
+    }  # fmt: skip
+    cal = uncertainty_calibration(per_frame)
+    assert cal["energy_eV_per_sqrt_atom"]["slope"] == pytest.approx(2.5)
+    assert cal["energy_eV_per_sqrt_atom"]["spearman"] == pytest.approx(1.0)
+    assert cal["force_mean_eV_per_A"]["spearman"] == pytest.approx(1.0)
+    assert cal["force_max_eV_per_A"]["spearman"] == pytest.approx(-1.0)
+    assert cal["force_max_eV_per_A"]["quantiles"]["0.5"] == pytest.approx(np.median(x))
+
+
+def test_calibrated_thresholds_rise_to_the_held_out_quantile_only():
+    from potforge.sample.config import UncertaintyConfig
+
+    u = UncertaintyConfig(energy_eV_per_sqrt_atom=0.01, force_mean_eV_per_A=0.15, force_max_eV_per_A=None,
+                          relative_quantile=0.9, relative_factor=2.0)  # fmt: skip
+    held_out = {"energy_eV_per_sqrt_atom": [0.001 * k for k in range(1, 101)], "force_mean_eV_per_A": [0.01] * 10,
+                "force_max_eV_per_A": [5.0] * 10}  # fmt: skip
+    c = u.calibrated(held_out)
+    assert c.energy_eV_per_sqrt_atom == pytest.approx(2.0 * 0.0901)  # raised: the model is unsure everywhere
+    assert c.force_mean_eV_per_A == 0.15  # the absolute threshold still rules a confident model
+    assert c.force_max_eV_per_A is None  # a disabled measure stays disabled
+    assert UncertaintyConfig().calibrated(held_out) == UncertaintyConfig()

@@ -60,6 +60,8 @@ class LiveView:
                     f"{e['total_steps']} MD steps, median time to flag {_fmt_time(e.get('median_time_to_flag_fs'))}"
                 )
             )
+        elif stage == "warning":
+            lines.append(Text(f"warning: {e.get('message')}", style="yellow"))
         elif stage == "finished":
             lines.append(Text(f"finished: {e.get('reason')}"))
         lines.append(Text(f"elapsed {time.time() - self.started:.0f} s", style="dim"))
@@ -108,7 +110,7 @@ def print_status(directory: Path) -> dict:
     out = Console()
     table = Table(title=f"campaign {directory}")
     columns = (
-        "gen", "labelled (crystal)", "oracle calls", "epochs", "test E (meV/atom)", "test F (eV/Å)",
+        "gen", "labelled (crystal)", "implausible", "oracle calls", "epochs", "test E (meV/atom)", "test F (eV/Å)",
         "flagged (crystal)", "KM median t-flag", "S(target)", "trajectories (censored)", "crystallised",
     )  # fmt: skip
     for col in columns:
@@ -118,6 +120,7 @@ def print_status(directory: Path) -> dict:
         table.add_row(
             str(row["generation"]),
             f"{_num(row.get('dataset_size'), 'd')} ({_num(row.get('crystalline_frames'), 'd')})",
+            _num(row.get("implausible"), "d"),
             _num(row.get("oracle_calls"), "d"),
             _num(row.get("epochs"), "d"),
             _num(row.get("test_energy_rmse_meV_per_atom"), ".2f"),
@@ -129,6 +132,9 @@ def print_status(directory: Path) -> dict:
             _num(census.get("crystallised"), "d"),
         )
     out.print(table)
+    for row in summary["generations"]:
+        for message in row.get("warnings") or []:
+            out.print(f"[yellow]generation {row['generation']}: {message}[/]")
     curve = [r for r in summary["generations"] if r.get("properties")]
     if curve:
         out.print(_learning_curve_table(curve, _gate_set(directory)))

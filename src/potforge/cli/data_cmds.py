@@ -57,6 +57,10 @@ def label_cmd(
     engine: str = typer.Option("local", help="local (worker processes) or threads."),
     timeout_s: float = typer.Option(3600.0, help="Wall-time limit per calculation, s."),
     max_attempts: int = typer.Option(3, help="Attempts before a failing frame is quarantined."),
+    max_energy_above_reference: float = typer.Option(
+        3.0, help="Plausibility: eV/atom above the 5th percentile of the oracle's labels (0: off)."
+    ),
+    max_force: float = typer.Option(50.0, help="Plausibility: largest force component, eV/Å (0: off)."),
     chunk: int = typer.Option(8, help="Frames per oracle process."),
     workdir: Path = typer.Option(None, help="Inbox and scratch directory (default: next to the database)."),
 ) -> None:
@@ -120,11 +124,20 @@ def label_cmd(
             max_attempts=max_attempts,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
+    from potforge.data.plausibility import PlausibilityPolicy, apply_policy
+
+    policy = PlausibilityPolicy(
+        max_energy_above_reference_eV_per_atom=max_energy_above_reference or None, max_force_eV_per_A=max_force or None
+    )
+    checked = apply_policy(store, the_oracle.settings_hash(), policy)
     console.print(
         f"labelled {report.labelled}; {report.failed} failed attempts were retried; "
         f"{report.quarantined} frames quarantined"
         + (f"; failures by kind: {report.failure_kinds}" if report.failure_kinds else "")
+        + f"; {checked.implausible} of {checked.labels} labels implausible (kept, not trained on)"
     )
+    if checked.fraction > policy.warn_fraction:
+        console.print(f"[yellow]warning: {checked.fraction:.0%} of the labels are implausible: check the oracle[/]")
 
 
 @data_app.command("info")

@@ -2,7 +2,7 @@
 
 One row per (structure, oracle) task, through its whole life:
 
-    pending --label--> ok
+    pending --label--> ok <--plausibility policy--> implausible (kept, re-admitted if the policy allows)
        |  \\--failure--> failed (attempts += 1) --...--> quarantined (after max_attempts)
 
 A row keeps the atoms; once labelled, energy/forces/stress in a single-point calculator; and
@@ -31,7 +31,7 @@ from potforge.errors import DataError
 from potforge.hashing import structure_hash, task_id, unit_interval
 
 SPLITS = ("train", "val", "test")
-STATUSES = ("pending", "ok", "failed", "quarantined")
+STATUSES = ("pending", "ok", "failed", "quarantined", "implausible")
 
 
 @dataclass
@@ -223,7 +223,7 @@ class DatasetStore:
         calls = 0
         for row in self.db.select(oracle_hash=oracle_hash):
             kvp = row.key_value_pairs
-            calls += int(kvp.get("attempts", 0)) + (kvp.get("status") == "ok")
+            calls += int(kvp.get("attempts", 0)) + (kvp.get("status") in ("ok", "implausible"))
         return calls
 
     def info(self) -> dict[str, Any]:
@@ -244,7 +244,7 @@ class DatasetStore:
                     energy.append(row.energy / row.natoms)
                 if row.get("volume") and row.pbc.all():
                     density.append(row.mass * 1.66053906660 / row.volume)
-            elif status in ("failed", "quarantined"):
+            elif status in ("failed", "quarantined", "implausible"):
                 kind = f"{status}:{kvp.get('failure_kind', '?')}"
                 failures[kind] = failures.get(kind, 0) + 1
                 if len(examples) < 5:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from potforge.errors import UnknownElementError
+from potforge.model import kernels
 from potforge.model.aev import AEVComputer, AEVOperator, AEVParams
 from potforge.model.neighbors import AtomsBatch, NeighborGraph, build_graph
 from potforge.model.networks import ElementNetworks
@@ -177,19 +178,36 @@ class ANIEnsemble(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Atomic network energies (M, N) eV and their AEV gradients (M, N, F).
 
-        Atoms go through the networks ``chunk`` at a time: the members' activations of a chunk
-        stay in cache, which is faster on CPUs than one pass over all atoms. With ``segments``
-        (atom offsets of the systems, B + 1) no chunk spans two systems, so a system's numbers
-        are bit for bit the same whatever else is in the batch (a matrix product's rounding can
-        depend on where a row sits in it).
+        Outside autograd on a CPU, the fused C kernel (``_kernels/mlp.c``) computes each atom
+        alone: its numbers are bit for bit the same whatever else is in the batch. Otherwise
+        (training, GPUs, no compiler) atoms go through PyTorch ``chunk`` at a time, so that the
+        members' activations of a chunk stay in cache; with ``segments`` (atom offsets of the
+        systems, B + 1) no chunk spans two systems, which keeps a system's numbers independent
+        of the batch there too (a matrix product's rounding can depend on where a row sits in it).
         """
         m, n = self.n_members, aev.shape[0]
+        inference = not torch.is_grad_enabled() and aev.device.type == "cpu"
         energies = aev.new_zeros(m, n)
         grads = aev.new_zeros(m, n, aev.shape[1]) if want_grad else None
-        bounds = [0, n] if segments is None else segments
         single = len(self.elements) == 1
         for k, el in enumerate(self.elements):
-            for lo, hi in pairwise(bounds):
+            if inference:
+                idx = None if single else torch.nonzero(species == k).squeeze(1)
+                x = aev if single else aev[idx]
+                if x.shape[0] == 0:
+                    continue
+                layers = [self.networks.layer(el, j) for j in range(self.networks.n_layers)]
+                fused = kernels.mlp_energies_grads([w for w, _ in layers], [b for _, b in layers],
+                                                   self.networks.celu_alpha, x, want_grad)  # fmt: skip
+                if fused is not None:
+                    if single:
+                        energies, grads = fused
+                    else:
+                        energies.index_copy_(1, idx, fused[0])
+                        if want_grad:
+                            grads.index_copy_(1, idx, fused[1])
+                    continue
+            for lo, hi in pairwise([0, n] if segments is None else segments):
                 if single:  # one element: contiguous slices, no gather
                     for start in range(lo, hi, chunk):
                         stop = min(start + chunk, hi)

@@ -111,6 +111,13 @@ def _declare_aev(lib: ctypes.CDLL) -> None:
         fn.restype = i32
 
 
+def _declare_mlp(lib: ctypes.CDLL, precision: str) -> None:
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    alpha = ctypes.c_float if precision == "float32" else ctypes.c_double
+    lib.mlp_energies_grads.argtypes = [i64, i32, i32, p, p, p, p, alpha, p, p, p, i32, i32]
+    lib.mlp_energies_grads.restype = i32
+
+
 def _declare_neighbors(lib: ctypes.CDLL) -> None:
     p, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
     lib.nl_count.argtypes = [i64, p, p, p, f64, p, p, i32]
@@ -151,6 +158,42 @@ def load(precision: str, shape: tuple[int, int, int]) -> ctypes.CDLL | None:
     defines = [f"-DAEV_NR={n_r}", f"-DAEV_NA={n_a}", f"-DAEV_NZ={n_z}"]
     defines += ["-DAEV_FLOAT"] if precision == "float32" else []
     return _load(("aev", precision, *shape), "aev.c", defines, _declare_aev)
+
+
+def load_mlp(precision: str) -> ctypes.CDLL | None:
+    """The compiled ensemble-network kernel for ``float32``/``float64``, or None."""
+    defines = ["-DMLP_FLOAT"] if precision == "float32" else []
+    return _load(("mlp", precision), "mlp.c", defines, lambda lib: _declare_mlp(lib, precision))
+
+
+def mlp_energies_grads(
+    weights: list[torch.Tensor], biases: list[torch.Tensor], alpha: float, x: torch.Tensor, want_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """Every member's atomic energies (M, n) and AEV gradients (M, n, F) through the C kernel
+    (``_kernels/mlp.c``), or None when it is not available for this dtype. weights: per layer
+    (M, in, out); biases: per layer (M, 1, out); x: (n, F) on the CPU. No autograd."""
+    name = {torch.float32: "float32", torch.float64: "float64"}.get(x.dtype)
+    lib = None if name is None else load_mlp(name)
+    if lib is None:
+        return None
+    x = x.detach().contiguous()
+    m, n = weights[0].shape[0], x.shape[0]
+    sizes = torch.tensor([weights[0].shape[1], *[w.shape[2] for w in weights]], dtype=torch.int32)
+    w = [t.detach().to(x.dtype).contiguous() for t in weights]
+    b = [t.detach().to(x.dtype).contiguous() for t in biases]
+    wt = [t.transpose(1, 2).contiguous() for t in w]
+    arrays = [(ctypes.c_void_p * len(w))(*[_ptr(t) for t in group]) for group in (w, b, wt)]
+    e = torch.empty(m, n, dtype=x.dtype)
+    g = torch.empty(m, n, x.shape[1], dtype=x.dtype) if want_grad else torch.empty(1, dtype=x.dtype)
+    code = lib.mlp_energies_grads(
+        n, m, len(w), _ptr(sizes), *[ctypes.cast(a, ctypes.c_void_p) for a in arrays], alpha, _ptr(x), _ptr(e),
+        _ptr(g), int(want_grad), torch.get_num_threads(),
+    )  # fmt: skip
+    if code == -1:
+        raise MemoryError("network kernel could not allocate its scratch memory")
+    if code != 0:
+        return None  # a shape the kernel does not take: the caller uses the PyTorch path
+    return e, (g if want_grad else None)
 
 
 def load_neighbors() -> ctypes.CDLL | None:

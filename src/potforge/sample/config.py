@@ -86,6 +86,31 @@ class UncertaintyConfig(BaseModel):
     energy_eV_per_sqrt_atom: float | None = Field(0.01, gt=0)
     force_mean_eV_per_A: float | None = Field(0.15, gt=0)
     force_max_eV_per_A: float | None = Field(0.6, gt=0)
+    relative_quantile: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="calibrated thresholds: each measure's threshold is raised to relative_factor x this "
+        "quantile of the measure over the model's held-out frames (off: None)",
+    )
+    relative_factor: float = Field(1.0, gt=0)
+
+    def calibrated(self, held_out: dict[str, list[float]]) -> UncertaintyConfig:
+        """The thresholds for a model whose held-out frames have these measures: each enabled
+        threshold is at least ``relative_factor`` x the ``relative_quantile`` of its measure, so a
+        trajectory stops where the model is less sure than on most data it was checked on, and
+        the absolute thresholds still decide once the model is better than them."""
+        import numpy as np
+
+        if self.relative_quantile is None:
+            return self
+        update = {}
+        for key in ("energy_eV_per_sqrt_atom", "force_mean_eV_per_A", "force_max_eV_per_A"):
+            values = held_out.get(key) or []
+            limit = getattr(self, key)
+            if limit is not None and values:
+                update[key] = max(limit, self.relative_factor * float(np.quantile(values, self.relative_quantile)))
+        return self.model_copy(update=update)
 
 
 class StabilityConfig(BaseModel):
