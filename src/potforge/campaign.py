@@ -27,6 +27,7 @@ from potforge.census import dataset_census, generation_census
 from potforge.config import CampaignConfig
 from potforge.data import DatasetStore, Provenance
 from potforge.data.plausibility import apply_policy
+from potforge.data.store import redact
 from potforge.engine import Engine
 from potforge.errors import ConfigError
 from potforge.labeling import label_pending
@@ -110,6 +111,8 @@ def prepare_directory(config: CampaignConfig, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     saved = directory / "config.yaml"
     current = config.model_dump(mode="json")
+    if current.get("dataset"):  # a password in a PostgreSQL URL is never written down
+        current["dataset"] = redact(current["dataset"])
     if saved.exists():
         previous = _comparable(yaml.safe_load(saved.read_text()).get("config"))
         now = _comparable(current)

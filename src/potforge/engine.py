@@ -126,12 +126,18 @@ PIDS_FILE = "engine-processes.json"
 
 
 def _kill_stale_processes(run_dir: Path) -> int:
-    """Kill the worker processes a killed earlier run left behind (recorded in ``run_dir``).
+    """Kill the worker processes a killed earlier run left behind.
 
     Parsl's interchange and workers outlive a SIGKILLed parent; an orphan would keep computing
-    beside the new run (wasting the machine) and hold stage locks. A process is only killed if
-    its pid and start time both match the record, so a recycled pid is never touched. Oracle
-    workers are spared: each finishes the calculation in hand, stores it and stops by itself.
+    beside the new run (wasting the machine) and hold stage locks. Leftovers are found two ways:
+    by the record in ``run_dir`` (pid and start time must both match, so a recycled pid is never
+    touched) and by what they are — a process of this user, not of this run, whose command line
+    or open files name ``run_dir`` (Parsl's workers and interchange do), which catches those that
+    started between two ticks of the recorder.
+
+    Oracle workers are spared, and so is everything in their session (the DFT code they run,
+    its ``mpirun`` and ranks: the runner starts each worker as a session leader): each finishes
+    the calculation in hand, stores it and stops by itself (oracle/worker.py).
     """
     import json
 
@@ -141,20 +147,50 @@ def _kill_stale_processes(run_dir: Path) -> int:
 
     path = run_dir / PIDS_FILE
     try:
-        recorded = json.loads(path.read_text())
+        recorded = {int(pid): float(created) for pid, created in json.loads(path.read_text()).items()}
     except (OSError, ValueError):
-        return 0
-    killed = 0
+        recorded = {}
+    me = psutil.Process()
+    ours = {me.pid} | {p.pid for p in me.parents()}  # this run and whatever started it
+    marker = str(Path(run_dir).resolve())
+    candidates: dict[int, psutil.Process] = {}
     for pid, created in recorded.items():
         try:
-            proc = psutil.Process(int(pid))
-            if proc.pid == os.getpid() or abs(proc.create_time() - float(created)) >= 1e-3:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) < 1e-3:
+                candidates[pid] = proc
+        except psutil.Error:
+            continue
+    for proc in psutil.process_iter(["pid", "uids", "cmdline"]):
+        try:
+            if proc.pid in candidates or proc.pid in ours or proc.info["uids"].real != os.getuid():
                 continue
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if (
+                marker in cmdline
+                or str(run_dir) in cmdline
+                or any(f.path.startswith(marker) for f in proc.open_files())
+            ):
+                candidates[proc.pid] = proc
+        except (psutil.Error, TypeError):
+            continue
+    workers, sessions = set(), set()
+    for proc in candidates.values():
+        try:
             if WORKER_MODULE in proc.cmdline():
-                continue  # finishing the calculation in hand, then it stops (oracle/worker.py)
+                workers.add(proc.pid)
+                if os.getsid(proc.pid) == proc.pid:  # the runner makes each worker a session leader
+                    sessions.add(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    killed = 0
+    for pid, proc in candidates.items():
+        try:
+            if pid in ours or pid in workers or os.getsid(pid) in sessions:
+                continue  # an oracle worker or its code: finishing the calculation in hand
             proc.kill()
             killed += 1
-        except (psutil.Error, ValueError):
+        except (psutil.Error, OSError):
             continue
     path.unlink(missing_ok=True)
     return killed

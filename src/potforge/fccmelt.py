@@ -180,7 +180,7 @@ def queue_fccmelt(
         from potforge.errors import DataError
 
         raise DataError(
-            f"{store.target} already holds FCC/Melt frames made with other settings "
+            f"{store.name} already holds FCC/Melt frames made with other settings "
             f"({metadata[other[0]].get('settings')}); use the same settings or another dataset"
         )
     frames = heatcool_frames(model, settings, progress) + liquid_frames(model, settings, progress)

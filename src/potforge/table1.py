@@ -145,7 +145,7 @@ def run_table1(
     train_cfg = cfg.training.model_copy(update=dict(train_overrides or {}))
     fm_splits = {s: load_split(fm_store, s, elements, source=SOURCE) for s in ("train", "val", "test")}
     if len(fm_splits["train"]) == 0:
-        raise DataError(f"{fm_store.target} has no labelled FCC/Melt training frames")
+        raise DataError(f"{fm_store.name} has no labelled FCC/Melt training frames")
     result = train_ensemble(
         fm_splits["train"], fm_splits["val"], fm_splits["test"], out / "fccmelt_model", train_cfg,
         progress=lambda r: show("train", r["epoch"], train_cfg.max_epochs),
@@ -155,7 +155,7 @@ def run_table1(
     # 3. both models on both held-out sets
     tests = {"fccmelt": fm_splits["test"], "al": load_split(al_store, "test", elements)}
     if len(tests["al"]) == 0:
-        raise DataError(f"campaign dataset {al_store.target} has no labelled test frames")
+        raise DataError(f"campaign dataset {al_store.name} has no labelled test frames")
     models = {"fccmelt": fm_model, "al": al_model.to(torch.float64)}
     errors = {m: {t: ensemble_metrics(model, frames)["ensemble"] for t, frames in tests.items()}
               for m, model in models.items()}  # fmt: skip
@@ -165,7 +165,7 @@ def run_table1(
     }
     res = Table1Result(
         errors, counts,
-        paths={"al_model": str(al_model_path), "fccmelt_model": str(result.model_path), "fccmelt_db": fm_store.target},
+        paths={"al_model": str(al_model_path), "fccmelt_model": str(result.model_path), "fccmelt_db": fm_store.name},
         settings={"fccmelt": settings.model_dump(mode="json"), "training": train_cfg.model_dump(mode="json")},
     )  # fmt: skip
     durable.write_json(out / "table1.json", res.to_dict(), indent=1)

@@ -43,7 +43,7 @@ def test_absurd_labels_are_kept_but_not_trained_on_and_a_looser_policy_readmits_
 
 def test_ordinary_random_cells_are_plausible(tmp_path):
     """EMT's random cells of the demo sit 0.8-1.8 eV/atom above fcc with forces below 11 eV/Å."""
-    store = _store_with_labels(tmp_path, list(np.linspace(0.83, 1.84, 30)) + [0.14], [10.8] * 31)
+    store = _store_with_labels(tmp_path, [*np.linspace(0.83, 1.84, 30), 0.14], [10.8] * 31)
     assert apply_policy(store, "ostiff", PlausibilityPolicy()).implausible == 0
 
 

@@ -169,3 +169,40 @@ def test_postgresql_round_trip():
     assert np.array_equal(back.positions, frame.positions)
     assert np.array_equal(back.get_forces(), frame.get_forces())
     assert store.info()["status"]["ok"] == 1
+
+
+def test_a_password_in_a_dataset_url_is_never_shown():
+    from potforge.data.store import redact
+
+    url = "postgresql://alice:s3cret@db.example.org:5433/potforge"
+    assert redact(url) == "postgresql://alice:***@db.example.org:5433/potforge"
+    assert redact("postgresql://alice@host/db") == "postgresql://alice@host/db"  # libpq reads ~/.pgpass
+    assert redact("runs/c/campaign.db") == "runs/c/campaign.db"
+    with pytest.raises(DataError) as err:  # nothing listens on port 1
+        DatasetStore("postgresql://alice:s3cret@127.0.0.1:1/potforge")
+    assert "s3cret" not in str(err.value) and "alice:***@127.0.0.1:1" in str(err.value)
+
+
+def test_a_campaign_records_its_dataset_url_without_the_password(tmp_path):
+    import yaml
+
+    from potforge.campaign import prepare_directory
+    from potforge.config import parse_config
+
+    cfg = parse_config({"dataset": "postgresql://alice:s3cret@127.0.0.1:1/potforge"})
+    prepare_directory(cfg, tmp_path)
+    text = (tmp_path / "config.yaml").read_text()
+    assert "s3cret" not in text and yaml.safe_load(text)["config"]["dataset"].startswith("postgresql://alice:***@")
+    prepare_directory(cfg, tmp_path)  # the same campaign again: still its configuration
+
+
+@pytest.mark.skipif(not POSTGRES_URL and not os.environ.get("CI"), reason="no PostgreSQL server (CI starts one)")
+def test_postgresql_password_from_the_environment(monkeypatch):
+    """A URL without a password connects with $PGPASSWORD (libpq), so none is written anywhere."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    assert POSTGRES_URL, "CI must provide POTFORGE_TEST_POSTGRES_URL (see .ci/run)"
+    parts = urlsplit(POSTGRES_URL)
+    bare = urlunsplit(parts._replace(netloc=f"{parts.username}@{parts.hostname}:{parts.port}"))
+    monkeypatch.setenv("PGPASSWORD", parts.password)
+    assert DatasetStore(bare).count() >= 0

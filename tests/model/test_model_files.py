@@ -102,3 +102,22 @@ def test_cli_errors_are_one_line(tmp_path):
     assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
     res = run_cli("eval", "ani-al", str(tmp_path / "missing.xyz"), "--out", str(tmp_path / "o.xyz"))
     assert res.returncode == 2 and "missing.xyz" in res.stderr
+
+
+def test_non_finite_input_is_one_line_not_undefined_behaviour(tmp_path, ani_al64):
+    """A NaN position never reaches the C cell list (casting NaN to an integer cell index is
+    undefined behaviour): a StructureError from the model, exit code 2 from the CLI."""
+    from potforge.errors import StructureError
+    from potforge.model import atoms_to_batch
+
+    atoms = Atoms("Al2", positions=[[0, 0, 0], [np.nan, 2, 2]], cell=[4.05] * 3, pbc=True)
+    with pytest.raises(StructureError, match="non-finite positions"):
+        ani_al64.evaluate(atoms_to_batch([atoms], ani_al64))
+    bad_cell = Atoms(
+        "Al2", positions=[[0, 0, 0], [2, 2, 2]], cell=[[4.05, 0, 0], [0, np.inf, 0], [0, 0, 4.05]], pbc=True
+    )
+    with pytest.raises(StructureError, match="non-finite vectors"):
+        ani_al64.evaluate(atoms_to_batch([bad_cell], ani_al64))
+    write(tmp_path / "nan.extxyz", atoms)
+    res = run_cli("eval", "ani-al", str(tmp_path / "nan.extxyz"), "--out", str(tmp_path / "o.xyz"))
+    assert res.returncode == 2 and "non-finite positions" in res.stderr and "Traceback" not in res.stderr

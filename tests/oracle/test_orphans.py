@@ -119,3 +119,53 @@ def test_a_new_run_spares_the_killed_runs_oracle_workers(tmp_path):
     finally:
         oracle_worker.kill()
         oracle_worker.wait()
+
+
+SESSION_WORKER = """
+import subprocess, sys, time
+code = subprocess.Popen(["sleep", "60"])  # the DFT code this oracle worker runs (pw.x under mpirun)
+print(code.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_new_run_spares_the_code_an_oracle_worker_runs(tmp_path):
+    """The DFT code an orphaned oracle worker started (its child, in the worker's session) is
+    spared with the worker: killing it would record a crash and compute the label again."""
+    import psutil
+
+    from potforge.engine import PIDS_FILE, _kill_stale_processes
+
+    worker = subprocess.Popen([sys.executable, "-c", SESSION_WORKER, "potforge.oracle.worker"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        code = psutil.Process(int(worker.stdout.readline()))
+        # the killed run recorded both (children(recursive=True) sees the grandchild)
+        record = {str(p.pid): p.create_time() for p in (psutil.Process(worker.pid), code)}
+        (tmp_path / PIDS_FILE).write_text(json.dumps(record))
+        assert _kill_stale_processes(tmp_path) == 0
+        assert worker.poll() is None and code.is_running() and code.status() != psutil.STATUS_ZOMBIE
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_leftovers_the_record_missed_are_found_by_their_run_directory(tmp_path):
+    """A Parsl worker that started between two ticks of the process recorder is in no record:
+    it is found because its command line names the run directory."""
+    from potforge.engine import _kill_stale_processes
+
+    run_dir = tmp_path / "parsl"
+    run_dir.mkdir()
+    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"--logdir={run_dir}/000/cpu"],
+                                start_new_session=True)  # fmt: skip
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        time.sleep(0.2)
+        assert _kill_stale_processes(run_dir) == 1
+        assert leftover.wait(timeout=10) == -signal.SIGKILL
+        assert bystander.poll() is None
+    finally:
+        for p in (leftover, bystander):
+            p.kill()
+            p.wait()

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from potforge.cli import app
+from potforge.data.store import redact
 from potforge.errors import ConfigError, DataError
 
 console = Console(stderr=True)
@@ -100,7 +101,7 @@ def label_cmd(
             for k, atoms in enumerate(cells):
                 prov = Provenance(source="random", trajectory=f"random:{seed}:{k}")
                 added += store.add_pending(atoms, prov, the_oracle.name, the_oracle.settings_hash()) is not None
-        console.print(f"{added} new random cells queued ({random - added} already in {db})")
+        console.print(f"{added} new random cells queued ({random - added} already in {store.name})")
     work = workdir or default_workdir(db)
     with (
         Progress(
@@ -155,7 +156,7 @@ def info_cmd(
         typer.echo(json.dumps(info, indent=2))
         return
     out = Console()
-    table = Table(title=f"labelled frames in {db}")
+    table = Table(title=f"labelled frames in {redact(db)}")
     for col in ("source", "train", "val", "test", "total"):
         table.add_column(col, justify="right" if col != "source" else "left")
     for source, splits in sorted(info["sources"].items()):

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from potforge.cli import app
+from potforge.data.store import redact
 from potforge.errors import ConfigError, DataError
 
 console = Console(stderr=True)
@@ -78,7 +79,7 @@ def train_cmd(
     elements = dataset_elements(store)
     splits = {s: load_split(store, s, elements) for s in ("train", "val", "test")}
     if len(splits["train"]) == 0:
-        raise DataError(f"{db} has no labelled training frames")
+        raise DataError(f"{redact(db)} has no labelled training frames")
     console.print(f"frames: train {len(splits['train'])}, val {len(splits['val'])}, test {len(splits['test'])}")
     previous = load_model(init) if init else None
     with Progress(

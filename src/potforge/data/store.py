@@ -83,11 +83,37 @@ def _is_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
 
 
+def _redacted(exc: Exception, target: str) -> str:
+    """An error's text with the target's password (if the driver echoed it) masked."""
+    from urllib.parse import urlsplit
+
+    text = str(exc)
+    password = urlsplit(target).password if _is_url(target) else None
+    return text.replace(password, "***") if password else text
+
+
+def redact(target: str | Path) -> str:
+    """A dataset target fit to print or record: a URL's password replaced by ``***``. (Leave the
+    password out of the URL altogether: libpq then reads ``$PGPASSWORD`` or ``~/.pgpass``.)"""
+    text = str(target)
+    if not _is_url(text):
+        return text
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class DatasetStore:
     """An ASE database of labelled frames. ``target``: a file path (SQLite) or a PostgreSQL URL."""
 
     def __init__(self, target: str | Path, split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> None:
         self.target = str(target)
+        #: the target as messages and records show it (no password)
+        self.name = redact(self.target)
         self.split_fractions = split_fractions
         if not _is_url(self.target):
             path = Path(self.target)
@@ -106,7 +132,9 @@ class DatasetStore:
             )
             self.db.count()  # fail now, not later, on an unreadable file or unreachable server
         except Exception as exc:
-            raise DataError(f"cannot open dataset {self.target}: {type(exc).__name__}: {exc}") from None
+            raise DataError(
+                f"cannot open dataset {self.name}: {type(exc).__name__}: {_redacted(exc, self.target)}"
+            ) from None
 
     # --- writing ---------------------------------------------------------------------------
     def _add(self, atoms: Atoms, status: str, provenance: Provenance, oracle_name: str, oracle_hash: str, **extra):
@@ -254,7 +282,7 @@ class DatasetStore:
             return [float(min(values)), float(max(values))] if values else None
 
         return {
-            "target": self.target,
+            "target": self.name,
             "status": by_status,
             "sources": sources,
             "atoms_per_frame": span(n_atoms),

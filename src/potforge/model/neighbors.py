@@ -124,6 +124,12 @@ def build_graph(batch: AtomsBatch, cutoff: float, n_species: int, min_distance: 
     pos_np = batch.positions.detach().to(torch.float64).cpu().numpy()
     cells_np = batch.cells.detach().to(torch.float64).cpu().numpy()
     pbc_np = batch.pbc.detach().cpu().numpy().astype(bool)
+    # the C cell list bins atoms by integer cell index: a NaN there is undefined behaviour
+    if not np.isfinite(pos_np).all():
+        bad = np.nonzero(~np.isfinite(pos_np).all(1))[0]
+        raise StructureError(f"{len(bad)} atom(s) have non-finite positions (first: atom {int(bad[0])})")
+    if not np.isfinite(cells_np[pbc_np.any(1)]).all():
+        raise StructureError("a periodic cell has non-finite vectors")
     species = batch.species.cpu().numpy().astype(np.int64)
     counts = batch.atoms_per_system().cpu().numpy()
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

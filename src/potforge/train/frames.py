@@ -137,5 +137,5 @@ def dataset_elements(store: DatasetStore, oracle_hash: str | None = None) -> tup
         symbols.update(atoms.get_chemical_symbols())
     if not symbols:
         which = "" if oracle_hash is None else f" of oracle {oracle_hash}"
-        raise DataError(f"{store.target} holds no labelled frames{which}")
+        raise DataError(f"{store.name} holds no labelled frames{which}")
     return tuple(sorted(symbols, key=lambda s: atomic_numbers[s]))
