@@ -29,7 +29,7 @@ from potforge.data import DatasetStore, Provenance
 from potforge.data.plausibility import apply_policy
 from potforge.data.store import redact
 from potforge.engine import Engine
-from potforge.errors import ConfigError
+from potforge.errors import ConfigError, PotforgeError
 from potforge.labeling import label_pending
 from potforge.oracle import get_oracle
 from potforge.properties import learning_curve_point
@@ -51,6 +51,7 @@ class CampaignState:
     history: list[dict] = field(default_factory=list)
     finished: bool = False
     stop_reason: str = ""
+    walltime_s: float = 0.0  # spent in run_campaign, all runs together
 
     @classmethod
     def load(cls, directory: Path) -> CampaignState:
@@ -249,7 +250,12 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
     oracle.check()
     store = DatasetStore(dataset_target(config, directory))
 
+    clock = [time.time()]
+
     def done(stage: str, summary: dict | None = None) -> None:
+        now = time.time()
+        state.walltime_s += now - clock[0]
+        clock[0] = now
         state.done.append(stage)
         if summary is not None:
             state.history.append({"stage": stage, **summary})
@@ -362,6 +368,8 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                 )
             elif g + 1 >= config.loop.max_generations:
                 state.stop_reason = f"generation cap ({config.loop.max_generations}) reached"
+            elif config.loop.max_walltime_s is not None and state.walltime_s >= config.loop.max_walltime_s:
+                state.stop_reason = f"wall-time budget ({config.loop.max_walltime_s:g} s) reached"
             if state.stop_reason:
                 state.finished = True
                 state.save(directory)
@@ -371,8 +379,13 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
             state.save(directory)
 
 
+class StageFailed(PotforgeError):
+    """A stage's worker process died under it (killed by the OS, out of memory, a lost node)."""
+
+
 def _wait(future, status_file: Path, report: Callable[[dict], None], poll_s: float = 1.0) -> dict:
-    """Wait for a stage's future, relaying the status file the stage keeps up to date."""
+    """Wait for a stage's future, relaying the status file the stage keeps up to date. A worker
+    that died becomes a one-line :class:`StageFailed`; the stage's own errors pass unchanged."""
     last = None
     while not future.done():
         time.sleep(poll_s)
@@ -385,7 +398,23 @@ def _wait(future, status_file: Path, report: Callable[[dict], None], poll_s: flo
                     report(status)
         except OSError:
             pass
-    return future.result()
+    try:
+        return future.result()
+    except Exception as exc:
+        from parsl.executors.errors import ExecutorError
+        from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
+
+        if isinstance(exc, (WorkerLost, ManagerLost, ExecutorError)):
+            stage = (
+                status_file.parent.relative_to(status_file.parents[2])
+                if len(status_file.parents) > 2
+                else status_file.parent
+            )
+            raise StageFailed(
+                f"the worker running {stage} died ({type(exc).__name__}: killed by the operating system or out of "
+                "memory?); its checkpoint is kept: run the same command again to resume it"
+            ) from None
+        raise
 
 
 def final_model(directory: str | Path) -> Path | None:

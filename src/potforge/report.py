@@ -170,6 +170,8 @@ def _census_plot(plt, gens: list[dict], path: Path) -> Path:
             axes[2].plot(np.full(len(times), r["generation"]), times, "o", color=COLORS["fcc"], ms=4)
     n_cryst = [(r.get("census") or {}).get("flagged_crystalline", 0) for r in gens]
     n_flag = [(r.get("census") or {}).get("flagged", 0) for r in gens]
+    axes[2].set_xticks(g)
+    axes[2].set_xlim(g.min() - 0.5, g.max() + 0.5)
     axes[2].set(xlabel="generation", ylabel="time first > 30 % crystalline (ps)",
                 title=f"crystallisation ({sum(n_cryst)} of {sum(n_flag)} flagged frames crystalline)")  # fmt: skip
     axes[2].title.set_fontsize(9)

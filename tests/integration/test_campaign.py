@@ -88,6 +88,18 @@ def test_tiny_campaign_runs_three_generations(tmp_path):
         assert r["properties"]["oracle_calls"] >= r["dataset_size"]
     calls = [r["properties"]["oracle_calls"] for r in summary["generations"]]
     assert calls == sorted(calls) and calls[-1] > calls[0]
+    # no human guidance: every frame is a random cell or a frame the sampler reached from one
+    from ase.build import bulk
+
+    from potforge.data import Provenance
+    from potforge.provenance import violations
+
+    assert violations(tmp_path / "c") == []
+    crystal = bulk("Al", "fcc", a=4.0, cubic=True)
+    store.add_pending(crystal, Provenance(source="random", trajectory="random:11:3"), "emt", "ohand")
+    store.add_pending(crystal.repeat(2), Provenance(source="import"), "emt", "ohand")
+    found = violations(tmp_path / "c")
+    assert len(found) == 2 and "not the random cell its seed draws" in found[0] and "neither" in found[1]
     for path in write_campaign_plots(tmp_path / "c", summary):
         assert path.stat().st_size > 5000
     # a finished campaign is a no-op; another config in the same directory is refused
@@ -197,3 +209,21 @@ def test_slurm_example_builds_a_parsl_config(tmp_path):
     config = _parsl_config(engine, tmp_path)
     labels = {ex.label: type(ex.provider).__name__ for ex in config.executors}
     assert labels == {"cpu": "SlurmProvider", "gpu": "SlurmProvider"}
+
+
+def test_a_dead_stage_worker_is_one_line_not_a_traceback(tmp_path):
+    from concurrent.futures import Future
+
+    from parsl.executors.high_throughput.errors import WorkerLost
+
+    from potforge.campaign import StageFailed, _wait
+
+    future = Future()
+    future.set_exception(WorkerLost(3, "node-7"))
+    status = tmp_path / "generations" / "g003" / "model" / "status.json"
+    with pytest.raises(StageFailed, match=r"g003/model died \(WorkerLost.*run the same command again"):
+        _wait(future, status, lambda s: None, poll_s=0.01)
+    bug = Future()
+    bug.set_exception(KeyError("a bug in the stage"))  # the stage's own errors keep their type
+    with pytest.raises(KeyError):
+        _wait(bug, status, lambda s: None, poll_s=0.01)

@@ -88,14 +88,16 @@ def thermalize(state: MDState, temperature_K: torch.Tensor | Sequence[float] | N
 def evaluate(
     state: MDState, provider: ForceProvider, *, members: Sequence[int] = (), stress: bool | None = None
 ) -> tuple[MDState, Forces]:
-    """Forces of ``state`` (neighbour lists refreshed first); the returned state carries them.
-    Raises :class:`~potforge.md.neighbors.UnstableSystems` for systems that cannot go on."""
+    """Forces of ``state`` (neighbour lists refreshed first); the returned state carries them,
+    and the stress when computed (``stress`` None: where a system is driven at a pressure; a
+    state keeps its last stress otherwise). Raises
+    :class:`~potforge.md.neighbors.UnstableSystems` for systems that cannot go on."""
     if provider.cutoff_A is not None:
         state = refresh(state, provider.cutoff_A, provider.skin_A)
-    want_stress = _needs_stress(state) if stress is None else (stress or _needs_stress(state))
+    want_stress = _needs_stress(state) if stress is None else stress
     forces = provider(state, stress=want_stress, members=members)
     check_forces(state, forces)
-    stress_t = forces.stress if forces.stress is not None else torch.zeros_like(state.stress)
+    stress_t = forces.stress if forces.stress is not None else state.stress
     return state.replace(forces=forces.forces, energy=forces.energy, stress=stress_t), forces
 
 
@@ -160,10 +162,17 @@ def _rescale(state: MDState, integ: Langevin, systems: list[int]) -> MDState:
 
 
 def step(
-    state: MDState, provider: ForceProvider, integ: Langevin, *, members: Sequence[int] = ()
+    state: MDState,
+    provider: ForceProvider,
+    integ: Langevin,
+    *,
+    members: Sequence[int] = (),
+    stress: bool | None = None,
 ) -> tuple[MDState, Forces]:
     """One BAOAB step of every system (plus its cell move); ``members``: systems whose member
-    forces (ensemble spread) the new forces should include. Raises
+    forces (ensemble spread) the new forces should include; ``stress``: compute the virial stress
+    (None: only where the barostat will use it at the next step; True: always, e.g. to watch the
+    pressure). Raises
     :class:`~potforge.md.neighbors.UnstableSystems` naming the systems that blew up; the step
     is a pure function, so the caller may drop them and repeat it for the others."""
     dt = integ.timestep_fs
@@ -184,13 +193,16 @@ def step(
     cells, strained = _strain_cells(state, t_new)
     if strained:
         # affine: atoms keep their fractional coordinates as the cell deforms
-        a = torch.stack([torch.linalg.solve(state.cells[b], cells[b]) for b in range(state.n_systems)])
+        a = torch.linalg.solve(state.cells, cells)
         state = state.replace(positions=state.apply_per_system(state.positions, a, strained), cells=cells)
     every = integ.barostat_every
     npt = [b for b, d in enumerate(state.drives) if d.pressure_GPa is not None and int(steps[b]) % every == 0]
     if npt:
         state = _rescale(state, integ, npt)
-    state, forces = evaluate(state, provider, members=members)
+    if stress is None:  # the next step rescales these systems' cells from this stress
+        stress = any(d.pressure_GPa is not None and (int(steps[b]) + 1) % every == 0
+                     for b, d in enumerate(state.drives))  # fmt: skip
+    state, forces = evaluate(state, provider, members=members, stress=stress)
     p = state.momenta + 0.5 * dt * ACCEL * state.forces * moving
     return state.replace(momenta=p), forces
 
@@ -205,17 +217,19 @@ def run(
     callback: Callable[[int, MDState], None] | None = None,
     stop: Callable[[int, MDState, Forces], Sequence[int]] | None = None,
     spread: bool = False,
+    stress: bool | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> MDState:
     """``n_steps`` steps of every system. Every ``every`` steps: ``callback(step, state)``, then
     the stop hook ``stop(step, state, forces)``, which names the systems to take out of the run
     (the others go on unchanged; the hook may keep what it needs of the stopped ones). With
-    ``spread`` those steps' forces include every member's (``forces.spread``) for all systems.
+    ``spread`` those steps' forces include every member's (``forces.spread``) for all systems;
+    ``stress`` as for :func:`step`.
     Raises :class:`~potforge.md.neighbors.UnstableSystems` when a system blows up."""
     for k in range(1, n_steps + 1):
         due = bool(every) and k % every == 0
         members = range(state.n_systems) if due and spread else ()
-        state, forces = step(state, provider, integ, members=members)
+        state, forces = step(state, provider, integ, members=members, stress=stress)
         if progress is not None:
             progress(1)
         if not due:

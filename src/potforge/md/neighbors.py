@@ -52,16 +52,17 @@ def displacement_bound(state: MDState, list_cutoff_A: float) -> torch.Tensor:
     # independent of the batch
     u = (state.positions.double() - state.nl_positions.double()).norm(dim=1)
     umax = torch.zeros(state.n_systems, dtype=torch.float64).scatter_reduce(0, state.system, u, "amax")
-    out = 2 * umax
-    eye = torch.eye(3, dtype=torch.float64)
-    starts = state.starts()
-    for b in torch.nonzero(~same_cell).flatten().tolist():  # deformed cells one by one
-        a = torch.linalg.solve(state.nl_cells[b].double(), state.cells[b].double())  # H0⁻¹ H
-        sl = slice(starts[b], starts[b + 1])
-        ub = (state.positions[sl].double() - state.nl_positions[sl].double() @ a).norm(dim=1)
-        strain = float(torch.linalg.matrix_norm(a - eye, ord=2))
-        out[b] = list_cutoff_A * strain + 2 * (float(ub.max()) if ub.numel() else 0.0)
-    return out
+    if bool(same_cell.all()):
+        return 2 * umax
+    # deformed cells: A = H0⁻¹ H per system (LAPACK solves each 3 × 3 system on its own)
+    a = torch.linalg.solve(state.nl_cells.double(), state.cells.double())
+    strain = torch.linalg.matrix_norm(a - torch.eye(3, dtype=torch.float64), ord=2)
+    rows = state.nl_positions.double()
+    m = a[state.system]
+    affine = rows[:, 0:1] * m[:, 0] + rows[:, 1:2] * m[:, 1] + rows[:, 2:3] * m[:, 2]
+    ua = (state.positions.double() - affine).norm(dim=1)
+    uamax = torch.zeros(state.n_systems, dtype=torch.float64).scatter_reduce(0, state.system, ua, "amax")
+    return torch.where(same_cell, 2 * umax, list_cutoff_A * strain + 2 * uamax)
 
 
 def refresh(state: MDState, cutoff_A: float, skin_A: float) -> MDState:
@@ -73,8 +74,7 @@ def refresh(state: MDState, cutoff_A: float, skin_A: float) -> MDState:
     if not bool(stale.any()):
         return state
     systems = torch.nonzero(stale).flatten().tolist()
-    inverses = torch.stack([torch.linalg.inv(state.cells[b]) for b in range(state.n_systems)])
-    frac = state.apply_per_system(state.positions, inverses, systems)
+    frac = state.apply_per_system(state.positions, torch.linalg.inv(state.cells), systems)
     positions = state.apply_per_system(frac - torch.floor(frac), state.cells, systems)
     atom_stale = stale[state.system]
     positions = torch.where(atom_stale[:, None], positions, state.positions)

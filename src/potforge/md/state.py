@@ -158,14 +158,16 @@ class MDState:
         self, rows: torch.Tensor, mats: torch.Tensor, systems: Sequence[int] | None = None
     ) -> torch.Tensor:
         """``rows`` (N, 3) with each system's rows times its matrix ``mats[b]`` (3, 3) (row
-        vectors: r @ M); systems not in ``systems`` are left as they are. One small product per
-        system, so a system's numbers never depend on which others share the batch (a batched
-        kernel may block its work differently for another batch size)."""
-        out = rows.clone()
-        starts = self.starts()
-        for b in range(self.n_systems) if systems is None else systems:
-            out[starts[b] : starts[b + 1]] = rows[starts[b] : starts[b + 1]] @ mats[b]
-        return out
+        vectors: r @ M); systems not in ``systems`` are left as they are. Written as three
+        elementwise multiply-adds, so a system's numbers never depend on which others share the
+        batch (a batched matrix kernel may block its work differently for another batch size)."""
+        m = mats[self.system]
+        product = rows[:, 0:1] * m[:, 0] + rows[:, 1:2] * m[:, 1] + rows[:, 2:3] * m[:, 2]
+        if systems is None:
+            return product
+        mask = torch.zeros(self.n_systems, dtype=torch.bool)
+        mask[list(systems)] = True
+        return torch.where(mask[self.system][:, None], product, rows)
 
     def system_atoms(self, b: int) -> slice:
         starts = self.starts()

@@ -143,8 +143,9 @@ def run(
     """:func:`potforge.md.run` from the forces of ``state`` as given (a fork may have moved its
     atoms), a blown-up trajectory reported as a :class:`BenchmarkError`."""
     try:
-        state = md.evaluate(state, forces)[0]
-        return md.run(state, forces, integ, n_steps, every=every, callback=callback, progress=progress)
+        state = md.evaluate(state, forces, stress=True)[0]
+        # every step's stress: the benchmarks watch the pressure
+        return md.run(state, forces, integ, n_steps, every=every, callback=callback, progress=progress, stress=True)
     except md.UnstableSystems as exc:
         raise BenchmarkError(f"{label} became unstable: {exc}") from None
 
