@@ -22,13 +22,8 @@ number of steps). Printed:
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,7 +37,6 @@ from potforge.sample import Sampler, SamplerConfig
 from potforge.structures import RandomCellSpec, random_cell
 
 CELLS = RandomCellSpec(box_min_A=11.5, box_max_A=15.0, density_min_g_cm3=2.4, density_max_g_cm3=2.8)
-REPO = Path(__file__).resolve().parents[1]
 
 
 def sampler_config(replicas: int, steps: int, dt: float = 1.0) -> SamplerConfig:
@@ -57,25 +51,11 @@ def sampler_config(replicas: int, steps: int, dt: float = 1.0) -> SamplerConfig:
 
 def baseline_rate(rev: str, args) -> float | None:
     """atom-steps/s of the sampler at commit ``rev``, run by that commit's own benchmark."""
-    with tempfile.TemporaryDirectory(prefix="potforge-baseline-") as tmp:
-        tree = Path(tmp) / "tree"
-        try:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev],
-                           check=True, capture_output=True)  # fmt: skip
-        except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-            print(f"baseline {rev}: no worktree ({exc}); skipped")
-            return None
-        try:
-            env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-            out = subprocess.run(
-                [sys.executable, str(tree / "benchmarks" / "sampler_speed.py"), "--replicas", str(args.replicas),
-                 "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device],
-                env=env, capture_output=True, text=True, check=True, cwd=tree,
-            ).stdout  # fmt: skip
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
-    match = re.search(r"potforge batched sampler\s+(\d+)", out)
-    return float(match.group(1)) if match else None
+    from baseline import rate_at
+
+    cli = ["--replicas", str(args.replicas), "--steps", str(args.steps), "--threads", str(args.threads),
+           "--device", args.device]  # fmt: skip
+    return rate_at(rev, "sampler_speed.py", cli, r"potforge batched sampler\s+(\d+)")
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ cell per call (its batches share one cell), so its batch is a loop over frames.
 Figure of merit: frames per second for all 8 members.
 
     python benchmarks/train_speed.py [--frames 32] [--steps 2] [--threads 2] [--device cpu]
-        (TorchANI on 2 CPU cores: ~5 min)
+                                     [--baseline REV | --no-baseline]
+        (TorchANI on 2 CPU cores: ~5 min; the baseline commit's own copy runs in a git worktree)
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="optimisation steps timed on each side")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--baseline", default="72cd5b0", help="git revision whose training speed to compare with")
+    parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -144,6 +147,15 @@ def main() -> None:
     print(f"{'potforge, 8 members together':<34}{n_frames / t_ours:>10.2f}{t_ours:>10.1f}")
     print(f"{'TorchANI, 8 members one by one':<34}{n_frames / t_theirs:>10.2f}{t_theirs:>10.1f}")
     print(f"speed-up: {t_theirs / t_ours:.1f}x")
+    if not args.no_baseline:
+        from baseline import rate_at
+
+        cli = ["--frames", str(args.frames), "--steps", str(args.steps), "--threads", str(args.threads),
+               "--device", args.device]  # fmt: skip
+        rate = rate_at(args.baseline, "train_speed.py", cli, r"potforge, 8 members together\s+([\d.]+)")
+        if rate is not None:
+            print(f"{f'potforge at {args.baseline} (same run)':<34}{rate:>10.2f}")
+            print(f"speed-up over {args.baseline}: {n_frames / t_ours / rate:.2f}x")
 
 
 if __name__ == "__main__":

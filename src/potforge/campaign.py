@@ -171,6 +171,15 @@ def ingest_flagged(store: DatasetStore, sampling_dir: Path, oracle_name: str, or
     return added
 
 
+def continuation_starts(directory: Path, g: int) -> list[str]:
+    """The flagged (not unstable) frames of generation g − 1, in trajectory-id order, whose labels
+    generation g trained on: where generation g's continued trajectories pick up."""
+    if g == 0:
+        return []
+    sampling = generation_dir(directory, g - 1) / "sampling"
+    return [str(sampling / "flagged" / f"{f.traj}.json") for f in flagged_frames(sampling) if f.outcome == "flagged"]
+
+
 def training_seed(config: CampaignConfig, generation: int) -> int:
     """Generation g's training seed, from the campaign's seed and ``training.seed``: every
     campaign and generation its own initialisation and batch order, reproducibly."""
@@ -334,10 +343,11 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                     update={"uncertainty": config.sampler.uncertainty.calibrated(held_out_uncertainty(gdir / "model"))}
                 )
                 show({"stage": "sample", "generation": g})
+                starts = continuation_starts(directory, g) if config.sampler.continue_fraction > 0 else []
                 future = engine.submit(
                     "gpu", sample_stage, str(model_path(directory, g)), str(gdir / "sampling"),
                     sampler.model_dump_json(), cells.model_dump_json(), config.seed, g, config.sampler.threads,
-                    config.loop.target_median_time_to_flag_fs,
+                    config.loop.target_median_time_to_flag_fs, starts,
                 )  # fmt: skip
                 summary = _wait(
                     future,

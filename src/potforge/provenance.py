@@ -70,6 +70,13 @@ def violations(directory: str | Path) -> list[str]:
             frame = FlaggedFrame.read(generation_dir(directory, g) / "sampling" / "flagged" / f"{traj}.json")
             if structure_hash(frame.atoms()) != structure_hash(atoms):
                 out.append(f"{where}: not the frame its trajectory stopped on")
+            if frame.parent is not None:  # continued from the previous generation's flagged frame
+                parent = generation_dir(directory, g - 1) / "sampling" / "flagged" / f"{frame.parent}.json"
+                if g < 1 or not parent.exists():
+                    out.append(f"{where}: it continued {frame.parent}, which generation {g - 1} did not flag")
+                elif sorted(FlaggedFrame.read(parent).numbers) != sorted(atoms.numbers.tolist()):
+                    out.append(f"{where}: it did not continue {frame.parent}'s atoms")
+                continue
             start = random_cell(sampling_cells, np.random.default_rng([config.seed, g, k]))
             if sorted(start.numbers.tolist()) != sorted(atoms.numbers.tolist()):
                 out.append(f"{where}: its trajectory did not start from the random cell its seed draws")

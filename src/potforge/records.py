@@ -78,6 +78,7 @@ class FlaggedFrame(Record):
     target_temperature_K: float | None = None
     target_pressure_GPa: float | None = None
     census: CensusPoint | None = None
+    parent: str | None = None  # the previous generation's trajectory this one continued, if any
 
     def atoms(self) -> Atoms:
         return Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=True)
@@ -96,6 +97,7 @@ class TrajectoryOutcome(Record):
     n_atoms: int = 0
     uncertainty: dict[str, float] = Field(default_factory=dict)
     census: list[CensusPoint] = Field(default_factory=list)
+    parent: str | None = None  # the previous generation's trajectory this one continued, if any
 
     @property
     def is_event(self) -> bool:

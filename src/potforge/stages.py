@@ -81,8 +81,10 @@ def sample_stage(
     generation: int,
     threads: int | None = None,
     target_fs: float | None = None,
+    starts: list[str] | None = None,
 ) -> dict:
     """Run the sampler with one generation's model; flagged frames land in ``out_dir/flagged``.
+    ``starts``: paths of the previous generation's flagged frames that trajectories may continue.
     Returns (and records) its :class:`~potforge.records.SampleSummary`, without the outcomes
     (they stay in ``summary.json``)."""
     import torch
@@ -100,7 +102,10 @@ def sample_stage(
         dtype = torch.float32 if config.dtype == "float32" else torch.float64
         model = load_model(model_path, dtype=dtype, device=resolve_device(config.device))
         cells = RandomCellSpec.model_validate_json(cells_json)
-        sampler = Sampler(model, config, cells, out, seed, generation, target_fs=target_fs)
+        from potforge.records import FlaggedFrame
+
+        frames = [FlaggedFrame.read(p) for p in starts or []]
+        sampler = Sampler(model, config, cells, out, seed, generation, target_fs=target_fs, starts=frames)
         last = [0.0]
 
         def relay(status: dict) -> None:  # at most once a second: the campaign polls it

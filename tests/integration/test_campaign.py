@@ -40,6 +40,7 @@ def tiny_config(counter: Path | None = None, **over) -> dict:
             "schedule": {"t_max_fs": 300, "period_fs": {"low": 100, "high": 200}},
             "max_flagged": 3,
             "max_trajectories": 6,
+            "continue_fraction": 0.34,  # 2 of 6 trajectories continue the previous generation's frames
             "uncertainty": {"energy_eV_per_sqrt_atom": 1e-4},  # every trajectory flags: no early convergence
             "checkpoint_every_s": 0.5,
         },
@@ -93,8 +94,12 @@ def test_tiny_campaign_runs_three_generations(tmp_path):
 
     from potforge.data import Provenance
     from potforge.provenance import violations
+    from potforge.records import SampleSummary
 
     assert violations(tmp_path / "c") == []
+    continued = [o for g in (1, 2) for o in SampleSummary.read(
+        tmp_path / "c" / "generations" / f"g{g:03d}" / "sampling" / "summary.json").outcomes if o.parent]  # fmt: skip
+    assert len(continued) == 4 and all(o.parent.startswith(("g000-", "g001-")) for o in continued)
     crystal = bulk("Al", "fcc", a=4.0, cubic=True)
     store.add_pending(crystal, Provenance(source="random", trajectory="random:11:3"), "emt", "ohand")
     store.add_pending(crystal.repeat(2), Provenance(source="import"), "emt", "ohand")
@@ -227,3 +232,27 @@ def test_a_dead_stage_worker_is_one_line_not_a_traceback(tmp_path):
     bug.set_exception(KeyError("a bug in the stage"))  # the stage's own errors keep their type
     with pytest.raises(KeyError):
         _wait(bug, status, lambda s: None, poll_s=0.01)
+
+
+def test_sigterm_shuts_the_engine_down_and_leaves_no_worker(tmp_path):
+    """`kill` (SIGTERM) of `potforge run` unwinds like Ctrl-C: no Parsl process outlives it."""
+    import psutil
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config()))
+    proc = subprocess.Popen([sys.executable, "-m", "potforge", "run", str(cfg), "--dir", str(tmp_path / "run"),
+                             "--no-validate"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    workers = []
+    deadline = time.time() + 120
+    while time.time() < deadline and not workers:  # wait until the run has started worker processes
+        time.sleep(0.2)
+        try:
+            workers = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            break
+    assert workers, "the engine never started"
+    everything = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130 and "SIGTERM" in proc.stderr.read().decode()
+    _, alive = psutil.wait_procs(everything, timeout=30)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [p.cmdline() for p in alive]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -67,15 +65,16 @@ def test_each_failure_kind_is_recorded(tmp_path, mode, kind):
 
 
 def test_hung_calculation_is_killed_by_the_timeout(tmp_path):
+    import psutil
+
     oracle = get_oracle(FAULTY, {"mode": "hang"})
-    t0 = time.time()
     counts = label_many(oracle.spec(), [("h1", cell())], tmp_path / "inbox", tmp_path / "work", timeout_s=2)
-    assert time.time() - t0 < 20
     assert counts["failed"] == 1
-    assert json.loads((tmp_path / "inbox" / "h1.json").read_text())["kind"] == "timeout"
-    # nothing of the hung process survives
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert "potforge.oracle.worker" not in ps
+    result = json.loads((tmp_path / "inbox" / "h1.json").read_text())
+    assert result["kind"] == "timeout" and result["message"] == "killed after 2 s"
+    # nothing of the hung worker survives: no process runs this test's job file
+    mine = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert not [p for p in mine if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_a_failure_does_not_stop_the_others(tmp_path):

@@ -181,3 +181,58 @@ def test_old_sampling_checkpoints_are_refused_with_what_to_do(ani_al32, tmp_path
     torch.save({"replicas": [], "next_traj": 3, "outcomes": json.dumps([])}, tmp_path / "state.pt")
     with pytest.raises(ConfigError, match=r"older potforge.*run again"):
         Sampler(ani_al32, sampler_config(), SMALL, tmp_path, seed=1, generation=0).run()
+
+
+def test_continued_trajectories_start_from_the_previous_generations_frames(ani_al64, tmp_path):
+    """With continue_fraction, trajectories 0..n-1 of generation g start from generation g−1's
+    flagged frames (same atoms, same cell), record their parent, and the rest from random cells."""
+    cfg = sampler_config()
+    Sampler(ani_al64, cfg, SMALL, tmp_path / "g0", seed=1, generation=0).run()
+    previous = [FlaggedFrame.read(p) for p in sorted((tmp_path / "g0" / "flagged").glob("*.json"))]
+    assert len(previous) >= 2
+    cont = sampler_config(continue_fraction=0.25)  # 2 of 8 trajectories
+    sampler = Sampler(ani_al64, cont, SMALL, tmp_path / "g1", seed=1, generation=1, starts=previous)
+    sampler._fill()
+    state = sampler.state
+    for b in range(2):
+        start = previous[b].atoms()
+        np.testing.assert_allclose(state.cells[b].numpy(), start.cell.array)
+        np.testing.assert_allclose(state.to_atoms(b).positions, start.positions, atol=1e-9)
+    summary = sampler.run()
+    parents = [o.parent for o in summary.outcomes]
+    assert parents[:2] == [previous[0].traj, previous[1].traj] and set(parents[2:]) == {None}
+
+
+def test_a_generation_sampled_by_the_old_sampler_is_still_ingested(tmp_path):
+    """A sampling directory written before the MD engine was rewritten (its flagged-frame dicts
+    and a summary without the list of flagged trajectories) still loads and queues its frames."""
+    from ase.build import bulk
+
+    from potforge.campaign import ingest_flagged
+    from potforge.data import DatasetStore
+
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    atoms.rattle(0.1, seed=1)
+    old_frame = {
+        "traj": "g000-t00003", "generation": 0, "outcome": "flagged", "reason": "energy_eV_per_sqrt_atom",
+        "sim_time_fs": 120.0, "numbers": atoms.numbers.tolist(), "positions": atoms.positions.tolist(),
+        "cell": atoms.cell.array.tolist(), "uncertainty": {"energy_eV_per_sqrt_atom": 0.02},
+        "schedule": {"t_start_K": 300, "t_end_K": 100, "t_mod_K": 50, "period_fs": 1000, "t_max_fs": 2000},
+        "strain": None, "target_temperature_K": 290.0,
+    }  # fmt: skip
+    old_summary = {
+        "flagged": 1, "total_steps": 600, "walltime_s": 3.0, "stop_reason": "step budget",
+        "median_time_to_flag_fs": 120.0,
+        "outcomes": [{"traj": "g000-t00003", "outcome": "flagged", "reason": "energy_eV_per_sqrt_atom",
+                      "time_fs": 120.0, "steps": 60, "n_atoms": 4, "uncertainty": {}},
+                     {"traj": "g000-t00004", "outcome": "running", "reason": "step budget", "time_fs": 800.0,
+                      "steps": 400, "n_atoms": 4, "uncertainty": {}}],
+    }  # fmt: skip
+    (tmp_path / "flagged").mkdir()
+    (tmp_path / "flagged" / "g000-t00003.json").write_text(json.dumps(old_frame))
+    (tmp_path / "summary.json").write_text(json.dumps(old_summary))
+    store = DatasetStore(tmp_path / "d.db")
+    assert ingest_flagged(store, tmp_path, "emt", "oemt") == 1
+    (pending,) = store.pending_tasks()
+    np.testing.assert_allclose(pending[1].positions, atoms.positions)
+    assert SampleSummary.read(tmp_path / "summary.json").outcomes[1].outcome == "running"

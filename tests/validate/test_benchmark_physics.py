@@ -137,3 +137,41 @@ def test_crystal_energies_are_relative_to_fcc_minimum(emt_report):
     rel = res.data[ref]["energies_rel_meV_per_atom"]
     assert min(np.nanmin(v) for v in rel.values()) > -5.0  # nothing far below the fcc minimum in EMT
     assert minima["diamond"]["V_A3"] > minima["sc"]["V_A3"] > minima["fcc"]["V_A3"]  # open structures expand
+
+
+def test_vacancy_energy_matches_a_plain_ase_calculation(emt_report, quick_settings):
+    """The unrelaxed vacancy formation energy, E(N−1) − (N−1)/N E(N), computed here with ASE and
+    EMT alone at the benchmark's lattice constant, equals the benchmark's."""
+    ref = emt_report.reference["label"]
+    vac = emt_report.result("vacancy").data[ref]
+    a0 = emt_report.result("eos").data[ref]["a0_A"]
+    n = quick_settings.vacancy_supercell
+    perfect = bulk("Al", "fcc", a=a0, cubic=True).repeat(n)
+    perfect.calc = EMT()
+    e_n = perfect.get_potential_energy()
+    defect = perfect.copy()
+    del defect[0]
+    defect.calc = EMT()
+    e_v = defect.get_potential_energy() - (len(defect) / len(perfect)) * e_n
+    assert vac["E_v_unrelaxed_eV"] == pytest.approx(e_v, abs=1e-6)
+    assert 0.5 < e_v < 1.2  # EMT's aluminium vacancy, near the experimental 0.67 eV
+
+
+def test_bcc_above_fcc_matches_plain_ase_eos_fits(emt_report):
+    """ε_bcc of the crystal benchmark equals the difference of two ASE EquationOfState minima,
+    fcc and bcc, each fitted here on its own lattice-constant scan with EMT."""
+
+    def minimum(structure: str, a_guess: float) -> float:
+        volumes, energies = [], []
+        for a in np.linspace(0.97, 1.03, 11) * a_guess:
+            atoms = bulk("Al", structure, a=a, cubic=True)
+            atoms.calc = EMT()
+            volumes.append(atoms.get_volume() / len(atoms))
+            energies.append(atoms.get_potential_energy() / len(atoms))
+        return EquationOfState(volumes, energies, eos="birchmurnaghan").fit()[1]
+
+    eps_bcc = (minimum("bcc", 3.2) - minimum("fcc", 4.0)) * 1e3
+    ref = emt_report.reference["label"]
+    row = next(r for r in emt_report.result("crystal").summary if r.property.startswith("E_bcc"))
+    assert row.reference == pytest.approx(eps_bcc, abs=0.2)  # meV/atom, EOS fits of different scans
+    assert eps_bcc > 0 and ref

@@ -72,3 +72,26 @@ def test_exploding_trajectory_is_a_benchmark_error():
     with pytest.raises(BenchmarkError, match="unstable"):
         st = start(atoms, EMT_FORCES, 300.0, 7)
         run(st, EMT_FORCES, md.Langevin(1.0), 5, label="crushed")
+
+
+def test_full_barostat_relaxes_a_sheared_crystal_to_a_hydrostatic_state():
+    """An fcc crystal held in a sheared cell carries shear stress; the fully flexible barostat
+    lets the cell shear back until the pressure tensor is hydrostatic (the isotropic and per-axis
+    modes cannot: they never change the cell's angles)."""
+    atoms = fcc(2, a=3.99)
+    cell = atoms.cell.array.copy()
+    atoms.set_cell(cell @ np.array([[1, 0.06, 0], [0, 1, 0], [0, 0, 1]]), scale_atoms=True)
+    st = start(atoms, EMT_FORCES, 200.0, 5, pressure_GPa=0.0, barostat="full")
+    shear0 = abs(float(st.pressure_tensor()[0, 0, 1])) / 0.00624150913
+    integ = md.Langevin(2.0, 0.01, 100.0, barostat_every=5)
+    shears, angles = [], []
+
+    def sample(k, s):
+        shears.append(float(s.pressure_tensor()[0, 0, 1]) / 0.00624150913)  # GPa
+        c = s.cells[0].double()
+        angles.append(float(torch.dot(c[0], c[1]) / (c[0].norm() * c[1].norm())))
+
+    run(st, EMT_FORCES, integ, 600, every=5, callback=sample)
+    assert shear0 > 1.0  # started with more than 1 GPa of shear stress
+    assert abs(np.mean(shears[-40:])) < 0.3 * shear0
+    assert abs(np.mean(angles[-40:])) < abs(angles[0])  # the cell sheared back towards cubic

@@ -3,6 +3,7 @@ typer app and turns user errors (:class:`potforge.errors.PotforgeError`) into on
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -20,8 +21,16 @@ app = typer.Typer(
 from potforge.cli import campaign_cmds, data_cmds, model_cmds, table1_cmds, train_cmds, validate_cmds  # noqa: E402, F401  (registers commands)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    # SIGTERM (kill, a batch system ending a job) unwinds like Ctrl-C: every ``with`` block
+    # exits, so Parsl's interchange and worker pools are shut down instead of left orphaned
+    typer.secho("potforge: terminated (SIGTERM); shutting down", err=True)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point of the ``potforge`` script."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except PotforgeError as exc:

@@ -7,7 +7,8 @@ forces, half kick. Its configurational sampling is exact to second order in dt f
 
 Cell (systems whose drive has a pressure): stochastic cell rescaling (Bernetti & Bussi, J. Chem.
 Phys. 153, 114107 (2020)) every ``barostat_every`` steps, with ε = ln V (``iso``) or ln L_a per
-Cartesian axis (``aniso``; ``z``: that axis alone):
+Cartesian axis (``aniso``; ``z``: that axis alone), or a symmetric strain of the whole cell
+(``full``, shear included: each pressure-tensor component drives its own strain component):
 
     dε = (β/τ)(P − P₀ + kT/V) dt + sqrt(2 kT β dt / (V τ)) ξ     (per axis: β/3τ and 3Vτ),
 
@@ -134,9 +135,9 @@ def _rescale(state: MDState, integ: Langevin, systems: list[int]) -> MDState:
     beta = integ.compressibility_per_GPa / GPA  # Å³/eV
     ptens = state.pressure_tensor()
     vols = state.volumes()
-    xi = noise.normal(state.keys, state.steps, torch.ones(state.n_systems, dtype=torch.long), 3, noise.BAROSTAT,
+    xi = noise.normal(state.keys, state.steps, torch.ones(state.n_systems, dtype=torch.long), 6, noise.BAROSTAT,
                       torch.float64)  # fmt: skip
-    scale = torch.ones(state.n_systems, 3, dtype=state.dtype)
+    deform = torch.eye(3, dtype=state.dtype).repeat(state.n_systems, 1, 1)
     for b in systems:
         d = state.drives[b]
         temp = max(d.temperature_K(float(state.time_fs[b])), 1.0)
@@ -146,19 +147,37 @@ def _rescale(state: MDState, integ: Langevin, systems: list[int]) -> MDState:
         if d.barostat == "iso":
             d_lnv = beta / tau * (float(torch.trace(ptens[b])) / 3 - p0 + kt_v) * dt
             d_lnv += math.sqrt(2 * KB * temp * beta * dt / (vol * tau)) * float(xi[b, 0])
-            scale[b] = math.exp(d_lnv / 3)
+            deform[b] = torch.eye(3, dtype=state.dtype) * math.exp(d_lnv / 3)
+        elif d.barostat == "full":
+            # a symmetric strain increment (no rotation): every component of the pressure tensor
+            # drives its own; the noise has the per-axis variance on the diagonal, half of it off
+            eps = beta / (3 * tau) * (ptens[b].double() - (p0 - kt_v) * torch.eye(3, dtype=torch.float64)) * dt
+            z = xi[b]
+            noise_m = torch.tensor([[z[0], z[3] / math.sqrt(2), z[4] / math.sqrt(2)],
+                                    [z[3] / math.sqrt(2), z[1], z[5] / math.sqrt(2)],
+                                    [z[4] / math.sqrt(2), z[5] / math.sqrt(2), z[2]]], dtype=torch.float64)  # fmt: skip
+            eps = eps + math.sqrt(2 * KB * temp * beta * dt / (3 * vol * tau)) * noise_m
+            deform[b] = torch.linalg.matrix_exp(0.5 * (eps + eps.T)).to(state.dtype)
         else:
             for a in (0, 1, 2) if d.barostat == "aniso" else (2,):
                 da = beta / (3 * tau) * (float(ptens[b, a, a]) - p0 + kt_v) * dt
                 da += math.sqrt(2 * KB * temp * beta * dt / (3 * vol * tau)) * float(xi[b, a])
-                scale[b, a] = math.exp(da)
-    atom_scale = scale[state.system]
+                deform[b, a, a] = math.exp(da)
     moving = _moving(state)
-    # scale along Cartesian axes: moving atoms' positions and the cell rows alike, momenta
-    # inversely; held atoms (a crystal block) keep their positions
-    positions = state.positions * (moving * atom_scale + (1 - moving))
-    momenta = state.momenta / atom_scale * moving
-    return state.replace(cells=state.cells * scale[:, None, :], positions=positions, momenta=momenta)
+    # deform the cell rows and the moving atoms' positions alike (r -> r S), momenta inversely
+    # (p -> p S⁻¹); held atoms (a crystal block) keep their positions
+    positions = state.apply_per_system(state.positions, deform, systems)
+    positions = moving * positions + (1 - moving) * state.positions
+    momenta = state.apply_per_system(state.momenta, torch.linalg.inv(deform), systems) * moving
+    chosen = torch.isin(torch.arange(state.n_systems), torch.tensor(systems))[:, None, None]
+    cells = torch.where(chosen, _cell_times(state.cells, deform), state.cells)
+    return state.replace(cells=cells, positions=positions, momenta=momenta)
+
+
+def _cell_times(cells: torch.Tensor, deform: torch.Tensor) -> torch.Tensor:
+    """cells[b] @ deform[b] for every system, as elementwise multiply-adds (batch invariant)."""
+    return (cells[:, :, 0:1] * deform[:, None, 0] + cells[:, :, 1:2] * deform[:, None, 1]
+            + cells[:, :, 2:3] * deform[:, None, 2])  # fmt: skip
 
 
 def step(

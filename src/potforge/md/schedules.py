@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-BarostatMode = Literal["iso", "aniso", "z"]
+BarostatMode = Literal["iso", "aniso", "z", "full"]
 
 
 class Schedule(Protocol):
@@ -173,7 +173,9 @@ def as_schedule(value: float | Schedule) -> Schedule:
 @dataclass(frozen=True)
 class Drive:
     """What one system is driven to: temperature T(t) (K), and either a pressure P(t) (GPa,
-    barostat ``iso``, ``aniso`` (each Cartesian axis on its own, orthogonal cells) or ``z``) or
+    barostat ``iso``, ``aniso`` (each Cartesian axis on its own, orthogonal cells), ``z``, or
+    ``full``: every component of the cell, so a box can shear into whatever shape a crystal of
+    its atoms needs) or
     a cell strain F(t), or neither (constant volume)."""
 
     temperature_K: Schedule
@@ -184,8 +186,8 @@ class Drive:
     def __post_init__(self) -> None:
         if self.pressure_GPa is not None and self.strain is not None:
             raise ValueError("a system is driven by a pressure or by a strain schedule, not both")
-        if self.barostat not in ("iso", "aniso", "z"):
-            raise ValueError(f"unknown barostat mode {self.barostat!r} (iso, aniso or z)")
+        if self.barostat not in ("iso", "aniso", "z", "full"):
+            raise ValueError(f"unknown barostat mode {self.barostat!r} (iso, aniso, z or full)")
 
     @classmethod
     def of(

@@ -54,8 +54,10 @@ class StrainConfig(BaseModel):
 class PressureConfig(BaseModel):
     """Optional time-varying pressure (NPT, off by default): each replica draws a schedule of the
     form of Eq. 2, P(t) = P_start + (t/t_max)(P_end - P_start) + P_mod sin²(π t / t0_P), and its
-    cell follows it by stochastic cell rescaling (``barostat``: ``iso``, or ``aniso``: each box
-    axis on its own, so an orthorhombic cell can change shape as well as volume). Random cells
+    cell follows it by stochastic cell rescaling (``barostat``: ``iso``; ``aniso``: each box
+    axis on its own, so an orthorhombic cell can change shape as well as volume; ``full``: every
+    component of the cell, shear included, so a box can take whatever shape a crystal of its
+    atoms needs). Random cells
     then find their own density; the paper varied pressure to reach compressed and expanded
     configurations. Exclusive with ``strain``."""
 
@@ -65,7 +67,7 @@ class PressureConfig(BaseModel):
     p_end_GPa: Range = Field(default_factory=lambda: Range(low=0.0, high=5.0))
     p_mod_GPa: Range = Field(default_factory=lambda: Range(low=0.0, high=10.0))
     period_fs: Range = Field(default_factory=lambda: Range(low=10_000, high=50_000))
-    barostat: Literal["iso", "aniso"] = "aniso"
+    barostat: Literal["iso", "aniso", "full"] = "aniso"
     barostat_tau_fs: float = Field(1000.0, gt=0, description="relaxation time of the cell, fs")
     compressibility_per_GPa: float = Field(0.02, gt=0, description="sets the barostat's response only")
     barostat_every: int = Field(10, ge=1, description="steps between cell rescalings")
@@ -151,6 +153,13 @@ class SamplerConfig(BaseModel):
     max_steps: int | None = Field(None, description="removed: budgets are per trajectory (schedule.t_max_fs)")
     max_walltime_s: float | None = Field(None, gt=0, description="budget: wall time of the sampling stage")
     census_every_fs: float = Field(1000.0, gt=0, description="structure census of running trajectories, this often")
+    continue_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of a generation's trajectories that continue from the previous generation's flagged "
+        "frames (in id order) instead of starting from a new random cell",
+    )
     neighbor_skin_A: float = Field(
         1.0, gt=0, description="neighbour-list skin: lists are reused until atoms move half of it"
     )

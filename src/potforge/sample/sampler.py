@@ -88,8 +88,11 @@ class Sampler:
         seed: int,
         generation: int,
         target_fs: float | None = None,
+        starts: list[FlaggedFrame] | None = None,
     ) -> None:
         self.model = model
+        # the previous generation's flagged frames that trajectories 0, 1, ... continue from
+        self.starts = list(starts or [])[: int(config.continue_fraction * config.max_trajectories)]
         self.target_fs = config.schedule.t_max_fs if target_fs is None else target_fs
         self.config = config
         self.cell_spec = cell_spec
@@ -107,6 +110,7 @@ class Sampler:
         self.walltime_s = 0.0
         self.outcomes: dict[int, TrajectoryOutcome] = {}
         self.census: dict[int, list[CensusPoint]] = {}
+        self.parents: dict[int, str] = {k: f.traj for k, f in enumerate(self.starts)}
         # the last configuration of each running trajectory that passed the stability checks
         self.sane: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}
 
@@ -119,6 +123,8 @@ class Sampler:
         forces yet)."""
         rng = np.random.default_rng([self.seed, self.generation, k])
         atoms = random_cell(self.cell_spec, rng)
+        if k < len(self.starts):  # continue a trajectory of the previous generation instead
+            atoms = self.starts[k].atoms()
         drive = draw_drive(self.config, rng)
         key = md.stream_key(self.seed, self.generation, k, 1)
         state = md.thermalize(md.from_atoms([atoms], [drive], [key], uids=[k]))
@@ -197,12 +203,13 @@ class Sampler:
                 target_temperature_K=drive.temperature_K(t),
                 target_pressure_GPa=None if drive.pressure_GPa is None else drive.pressure_GPa(t),
                 census=point,
+                parent=self.parents.get(k),
             )
             frame.write(self.out_dir / FLAGGED_DIR / f"{self.traj_id(k)}.json")
             self.census.setdefault(k, []).append(point)
         self.outcomes[k] = TrajectoryOutcome(
             traj=self.traj_id(k), outcome=outcome, reason=reason, time_fs=t, steps=int(state.steps[b]),
-            n_atoms=n, uncertainty=measures, census=self.census.pop(k, []),
+            n_atoms=n, uncertainty=measures, census=self.census.pop(k, []), parent=self.parents.get(k),
         )  # fmt: skip
         self.sane.pop(k, None)
 
