@@ -235,6 +235,18 @@ def learning_curve(config: CampaignConfig) -> bool:
     return policy == "always" or (policy == "auto" and config.oracle.name in ("emt", "eam"))
 
 
+def sampling_budget_s(config: CampaignConfig, elapsed_s: float) -> float | None:
+    """Wall time a generation's sampling may take: ``sampler.max_walltime_s``, and no more than
+    what is left of ``loop.max_walltime_s`` after ``elapsed_s`` (so the campaign's budget bounds
+    the campaign, not only the start of a generation), but at least a tenth of that budget, so a
+    generation that starts late still samples. Trajectories the budget cuts are censored."""
+    own, total = config.sampler.max_walltime_s, config.loop.max_walltime_s
+    if total is None:
+        return own
+    left = max(total - elapsed_s, 0.1 * total)
+    return left if own is None else min(own, left)
+
+
 def converged(config: CampaignConfig, sampling_dir: Path) -> tuple[bool, float | None]:
     """Whether a generation's trajectories met the stop rule: the Kaplan–Meier survival at
     ``loop.target_median_time_to_flag_fs`` is at least one half (censored trajectories count
@@ -258,6 +270,7 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
     oracle = get_oracle(config.oracle.name, config.oracle.settings)
     oracle.check()
     store = DatasetStore(dataset_target(config, directory))
+    store.adopt_labels(oracle.settings_hash(), oracle.legacy_hashes())  # datasets from before identity hashes
 
     clock = [time.time()]
 
@@ -339,8 +352,12 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
             # --- sample with model g -----------------------------------------------------------
             if f"g{g:03d}:sample" not in state.done:
                 cells = config.loop.sampling_cells or config.initial.cells
+                elapsed_s = state.walltime_s + time.time() - clock[0]
                 sampler = config.sampler.model_copy(
-                    update={"uncertainty": config.sampler.uncertainty.calibrated(held_out_uncertainty(gdir / "model"))}
+                    update={
+                        "uncertainty": config.sampler.uncertainty.calibrated(held_out_uncertainty(gdir / "model")),
+                        "max_walltime_s": sampling_budget_s(config, elapsed_s),
+                    }
                 )
                 show({"stage": "sample", "generation": g})
                 starts = continuation_starts(directory, g) if config.sampler.continue_fraction > 0 else []

@@ -49,7 +49,10 @@ class LoopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_generations: int = Field(50, ge=1, description="generation cap")
     max_walltime_s: float | None = Field(
-        None, gt=0, description="no new generation once the campaign has run this long (all runs together)"
+        None,
+        gt=0,
+        description="no new generation once the campaign has run this long (all runs together); a "
+        "generation's sampling also ends when it is spent (at least a tenth of it per generation)",
     )
     target_median_time_to_flag_fs: float = Field(
         250_000, gt=0, description="stop once the median trajectory runs this long without being flagged"

@@ -97,6 +97,7 @@ def label_pending(
     report = LabelingReport()
     oracle.check()
     oracle_hash = oracle.settings_hash()
+    store.adopt_labels(oracle_hash, oracle.legacy_hashes())
     spec = oracle.spec()
     ingest_inbox(store, inbox, max_attempts, report)
     total = len(store.pending_tasks(oracle_hash))

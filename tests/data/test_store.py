@@ -206,3 +206,25 @@ def test_postgresql_password_from_the_environment(monkeypatch):
     bare = urlunsplit(parts._replace(netloc=f"{parts.username}@{parts.hostname}:{parts.port}"))
     monkeypatch.setenv("PGPASSWORD", parts.password)
     assert DatasetStore(bare).count() >= 0
+
+
+def test_labels_stored_under_a_legacy_oracle_hash_are_adopted_not_recomputed(tmp_path):
+    """A dataset labelled when the oracle hash still covered the launch command keeps its
+    labels: the rows move to the new hash and its task ids, a result still on its way under
+    the old task id finds its row, and queuing the same structure again adds nothing."""
+    old, new = "oLEGACY", "oIDENTITY"
+    done, waiting = labelled_frame(1), labelled_frame(2)
+    store = DatasetStore(tmp_path / "d.db")
+    store.add_labelled(done, Provenance(source="random"), "espresso", old)
+    old_tid = store.add_pending(waiting, Provenance(source="random"), "espresso", old)
+
+    assert store.adopt_labels(new, [old]) == 2
+    assert store.adopt_labels(new, [old]) == 0  # idempotent
+    assert store.add_pending(done, Provenance(source="random"), "espresso", new) is None
+    assert store.add_pending(waiting, Provenance(source="random"), "espresso", new) is None
+    assert [a.info["oracle_hash"] for a in store.frames(oracle_hash=new)] == [new]
+    result = {"task_id": old_tid, "status": "ok", "energy": -3.0, "forces": np.zeros((7, 3)).tolist(),
+              "stress": [0.0] * 6}  # fmt: skip
+    assert store.record_result(result) == "ok"
+    assert store.count(status="ok", oracle_hash=new) == 2 and store.count(oracle_hash=old) == 0
+    assert store.metadata()["oracle_aliases"] == {old: new}

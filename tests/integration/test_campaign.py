@@ -256,3 +256,19 @@ def test_sigterm_shuts_the_engine_down_and_leaves_no_worker(tmp_path):
     assert proc.wait(timeout=120) == 130 and "SIGTERM" in proc.stderr.read().decode()
     _, alive = psutil.wait_procs(everything, timeout=30)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [p.cmdline() for p in alive]
+
+
+def test_the_campaign_budget_bounds_a_generations_sampling():
+    from potforge.campaign import sampling_budget_s
+    from potforge.config import CampaignConfig
+
+    def budget(loop_s, sampler_s, elapsed_s):
+        cfg = tiny_config()
+        cfg["loop"]["max_walltime_s"] = loop_s
+        cfg["sampler"]["max_walltime_s"] = sampler_s
+        return sampling_budget_s(CampaignConfig.model_validate(cfg), elapsed_s)
+
+    assert budget(None, None, 500.0) is None and budget(None, 120.0, 500.0) == 120.0
+    assert budget(780.0, None, 500.0) == 280.0  # what is left of the campaign's 13 minutes
+    assert budget(780.0, 100.0, 500.0) == 100.0  # the sampler's own cap when it is smaller
+    assert budget(780.0, None, 900.0) == 78.0  # a late generation still samples a tenth

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +145,75 @@ def test_gpaw_forces_match_finite_differences(tmp_path):
     numeric = calculate_numerical_forces(probe, eps=5e-3, iatoms=[1], icarts=[0], force_consistent=True)
     assert abs(label.forces[1, 0] - numeric[0, 0]) <= 1e-3
     assert np.abs(label.forces.sum(0)).max() < 1e-3
+
+
+def test_the_oracle_hash_covers_what_is_computed_not_how_it_is_launched(tmp_path):
+    from potforge.oracle.builtin import EspressoOracle
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for d in (one, two):
+        d.mkdir()
+        (d / "Al.upf").write_text("<UPF version='2.0.1'> pseudopotential A </UPF>")
+
+    def qe(command: str, pseudo_dir: Path, cutoff_eV: float = 540.0) -> str:
+        settings = {"command": command, "pseudo_dir": str(pseudo_dir), "pseudopotentials": {"Al": "Al.upf"},
+                    "cutoff_eV": cutoff_eV}  # fmt: skip
+        return EspressoOracle(settings).settings_hash()
+
+    base = qe("pw.x", one)
+    assert qe("mpirun -np 16 pw.x", two) == base  # other ranks, a copy of the file elsewhere
+    assert qe("pw.x", one, cutoff_eV=600.0) != base
+    (two / "Al.upf").write_text("<UPF version='2.0.1'> pseudopotential B </UPF>")
+    assert qe("pw.x", two) != base  # an edited pseudopotential is another method
+
+    table = tmp_path / "Al.eam.alloy"
+    table.write_text("a potential table\n")
+    eam = get_oracle("eam", {"potential": str(table)})
+    before = eam.settings_hash()
+    table.write_text("another potential table\n")
+    assert get_oracle("eam", {"potential": str(table)}).settings_hash() != before
+    # an oracle without launch settings or files keeps the hash its datasets were stored under
+    assert get_oracle("emt").settings_hash() == "o94440543966c3581" and get_oracle("emt").legacy_hashes() == []
+
+
+LD1_AL = """&input
+   title='Al', zed=13.0, rel=0, config='[Ne] 3s2 3p1 3d-2', iswitch=3, dft='PBE'
+/
+&inputp
+   pseudotype=1, file_pseudopw='Al.pbe-nc.UPF', author='potforge test', lloc=-1, rcloc=2.4, tm=.true.
+/
+2
+3S  1  0  2.00  0.00  2.30  2.30  0.0
+3P  2  1  1.00  0.00  2.30  2.30  0.0
+"""
+
+
+@pytest.mark.skipif(shutil.which("pw.x") is None or shutil.which("ld1.x") is None,
+                    reason="Quantum ESPRESSO not installed (CI installs Debian's quantum-espresso)")  # fmt: skip
+def test_quantum_espresso_labels_for_real_through_the_isolated_runner(tmp_path):
+    """The real DFT path end to end: a norm-conserving Al pseudopotential made by QE's own ld1.x,
+    pw.x run by the oracle worker process, the label in the inbox; its force is the finite
+    difference of its own energies (to 1e-3 eV/Å, the SCF's noise)."""
+    from ase.build import bulk
+
+    from potforge.oracle.runner import label_many, result_path
+
+    subprocess.run(["ld1.x"], input=LD1_AL, text=True, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    settings = {"pseudo_dir": str(tmp_path), "pseudopotentials": {"Al": "Al.pbe-nc.UPF"}, "cutoff_eV": 200.0,
+                "density_cutoff_factor": 4.0, "kpts": (3, 3, 3)}  # fmt: skip
+    qe = get_oracle("espresso", settings)
+    qe.check()
+    cell = bulk("Al", "fcc", a=4.05, cubic=True)
+    cell.rattle(0.05, seed=1)
+    step = 2e-3
+    plus, minus = cell.copy(), cell.copy()
+    plus.positions[0, 0] += step
+    minus.positions[0, 0] -= step
+    tasks = [("tcell", cell), ("tplus", plus), ("tminus", minus)]
+    counts = label_many(qe.spec(), tasks, tmp_path / "inbox", tmp_path / "work", timeout_s=300)
+    assert counts.get("ok") == 3, counts
+    results = {t: json.loads(result_path(tmp_path / "inbox", t).read_text()) for t, _ in tasks}
+    assert all(r["status"] == "ok" and r["oracle_hash"] == qe.settings_hash() for r in results.values())
+    finite_difference = -(results["tplus"]["energy"] - results["tminus"]["energy"]) / (2 * step)
+    assert abs(results["tcell"]["forces"][0][0] - finite_difference) < 1e-3
+    assert -60.0 < results["tcell"]["energy"] / 4 < -50.0  # an Al atom's valence energy with this PP (eV)

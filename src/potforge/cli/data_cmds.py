@@ -82,6 +82,7 @@ def label_cmd(
     the_oracle = get_oracle(oracle, parse_settings(oracle_settings))
     the_oracle.check()
     store = DatasetStore(db)
+    store.adopt_labels(the_oracle.settings_hash(), the_oracle.legacy_hashes())
     if random:
         try:
             spec = RandomCellSpec(

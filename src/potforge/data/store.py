@@ -173,6 +173,9 @@ class DatasetStore:
         """Store one oracle result (the JSON written by the oracle worker). Idempotent: a task
         that is already labelled is left alone. Returns the row's new status."""
         row = self._row(result["task_id"])
+        if row is None:  # a result computed before its row's oracle hash was migrated
+            rows = list(self.db.select(legacy_task_id=result["task_id"], limit=1))
+            row = rows[0] if rows else None
         if row is None:
             raise DataError(f"no pending frame for task {result['task_id']}")
         if row.status == "ok":
@@ -213,6 +216,29 @@ class DatasetStore:
             raise DataError("an imported frame needs energy and forces")
         kept = {k: results[k] for k in ("energy", "free_energy", "forces", "stress") if k in results}
         return self._add(atoms, "ok", provenance, oracle_name, oracle_hash, results=kept)
+
+    def adopt_labels(self, oracle_hash: str, legacy_hashes: list[str]) -> int:
+        """Move rows stored under an oracle's ``legacy_hashes`` (see
+        :meth:`potforge.oracle.base.Oracle.legacy_hashes`) to ``oracle_hash``, with the task ids
+        that hash gives them, so they are neither labelled again nor left out of training. The
+        old task id stays on the row (``legacy_task_id``: a result still in an inbox finds it)
+        and the alias in the metadata (``oracle_aliases``). Idempotent; returns the rows moved."""
+        moved = 0
+        aliases = dict(self.metadata().get("oracle_aliases", {}))
+        for old in legacy_hashes:
+            if old == oracle_hash:
+                continue
+            for row in list(self.db.select(oracle_hash=old)):
+                new_tid = task_id(row.frame_hash, oracle_hash)
+                if self.db.count(task_id=new_tid):
+                    continue  # labelled again under the new hash already: keep both rows
+                self.db.update(row.id, oracle_hash=oracle_hash, task_id=new_tid, legacy_task_id=row.task_id)
+                moved += 1
+            if aliases.get(old) != oracle_hash and (moved or self.db.count(oracle_hash=oracle_hash)):
+                aliases[old] = oracle_hash
+        if aliases != self.metadata().get("oracle_aliases", {}):
+            self.set_metadata(oracle_aliases=aliases)
+        return moved
 
     # --- reading ---------------------------------------------------------------------------
     def _row(self, tid: str):

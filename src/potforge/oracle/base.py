@@ -102,6 +102,11 @@ def validate_label(label: Label, n_atoms: int, periodic: bool, force_sum_tol: fl
     return Label(energy=float(label.energy), forces=forces, stress=stress, info=dict(label.info))
 
 
+def _digest(description: dict[str, Any]) -> str:
+    blob = json.dumps(description, sort_keys=True, separators=(",", ":"))
+    return "o" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 class Oracle:
     """A reference method: ``name`` plus validated ``settings`` (a pydantic model).
 
@@ -130,12 +135,44 @@ class Oracle:
         """JSON-able description from which :func:`potforge.oracle.get_oracle` rebuilds it."""
         return {"name": self.name, "settings": self.settings.model_dump(mode="json")}
 
+    #: settings that say how the code is launched, not what it computes (MPI ranks, paths):
+    #: left out of :meth:`settings_hash`, so changing them keeps the oracle's labels
+    launch_settings: ClassVar[frozenset[str]] = frozenset()
+
+    def input_files(self) -> dict[str, Path]:
+        """Files whose contents define the method (pseudopotentials, potential tables): their
+        contents, not their paths, go into :meth:`settings_hash`."""
+        return {}
+
+    def identity(self) -> dict[str, Any]:
+        """What this oracle computes: its settings without :attr:`launch_settings`, and the
+        SHA-256 of each of :meth:`input_files` (a missing file reads as ``missing``; such an
+        oracle cannot label anything until it exists, see :meth:`check`)."""
+        settings = self.settings.model_dump(mode="json")
+        for key in self.launch_settings:
+            settings.pop(key, None)
+        identity: dict[str, Any] = {"name": self.name, "settings": settings}
+        files = {}
+        for key, path in sorted(self.input_files().items()):
+            path = Path(path)
+            files[key] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+        if files:
+            identity["files"] = files
+        return identity
+
     def settings_hash(self) -> str:
-        """Stable hash of the oracle and its settings: labels with equal hashes are comparable.
+        """Stable hash of :meth:`identity`: labels with equal hashes are comparable.
         Prefixed with a letter: about one hex digest in 700 (``70e0235559946268``) reads as a
-        number, which ASE's database refuses to store as a string."""
-        blob = json.dumps(self.spec(), sort_keys=True, separators=(",", ":"))
-        return "o" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+        number, which ASE's database refuses to store as a string. For an oracle without launch
+        settings or input files this is the hash of :meth:`spec`, as it always was."""
+        return _digest(self.identity())
+
+    def legacy_hashes(self) -> list[str]:
+        """Hashes this oracle's labels were stored under before :meth:`identity` existed (the
+        hash of the whole :meth:`spec`, launch command and paths included); a dataset that holds
+        them adopts them (:meth:`potforge.data.store.DatasetStore.adopt_labels`)."""
+        old = _digest(self.spec())
+        return [] if old == self.settings_hash() else [old]
 
     # --- work -------------------------------------------------------------------------------
     def check(self) -> None:

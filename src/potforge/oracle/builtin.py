@@ -41,6 +41,11 @@ class EAMOracle(Oracle):
         model_config = ConfigDict(extra="forbid")
         potential: str = Field(..., description="path of an .eam.alloy, .eam.fs or .eam file")
 
+    launch_settings = frozenset({"potential"})  # the file's contents identify the method, not its path
+
+    def input_files(self) -> dict[str, Path]:
+        return {"potential": Path(self.settings.potential)}
+
     def check(self) -> None:
         if not Path(self.settings.potential).is_file():
             raise OracleSetupError(f"EAM potential file {self.settings.potential} does not exist")
@@ -72,6 +77,8 @@ class GPAWOracle(Oracle):
         maxiter: int = Field(300, gt=0)
         energy_convergence_eV: float = Field(1e-6, gt=0, description="per valence electron")
         parallel_domain: int | None = None
+
+    launch_settings = frozenset({"parallel_domain"})  # how the work is split, not what is computed
 
     def check(self) -> None:
         try:
@@ -120,6 +127,13 @@ class EspressoOracle(Oracle):
         smearing_width_eV: float = Field(0.1, gt=0)
         conv_thr_Ry: float = Field(1e-8, gt=0)
         extra_input: dict[str, dict[str, Any]] = Field(default_factory=dict, description="more pw.x namelist entries")
+
+    # how pw.x is started and where the files lie do not change a label; the files' contents do
+    launch_settings = frozenset({"command", "pseudo_dir", "pseudopotentials"})
+
+    def input_files(self) -> dict[str, Path]:
+        s = self.settings
+        return {f"pseudopotential {el}": Path(s.pseudo_dir) / name for el, name in s.pseudopotentials.items()}
 
     def check(self) -> None:
         s = self.settings

@@ -300,7 +300,12 @@ class OracleEvaluator(Evaluator):
     def __init__(self, oracle, label: str | None = None, workdir: Path | None = None, persist: bool = False,
                  timeout_s: float | None = 3600.0) -> None:  # fmt: skip
         if workdir is not None and persist:
-            workdir = Path(workdir) / f"{oracle.name}-{oracle.settings_hash()}"
+            base = Path(workdir)
+            workdir = base / f"{oracle.name}-{oracle.settings_hash()}"
+            for old in oracle.legacy_hashes():  # reference results cached before identity hashes
+                legacy = base / f"{oracle.name}-{old}"
+                if legacy.is_dir() and not workdir.exists():
+                    legacy.rename(workdir)
         super().__init__(label or oracle.name.upper(), workdir, persist)
         self.oracle = oracle
         self.timeout_s = timeout_s
