@@ -39,3 +39,11 @@ def test_a_budget_alone_never_reaches_the_target():
     assert median_time_to_flag(outcomes) is None
     unused = [*outcomes, _o(5, "unused")]
     assert survival_at(unused, 2000) == pytest.approx(7 / 8)  # unused trajectories do not count
+
+
+def test_trajectories_cut_short_by_a_wall_time_cap_say_nothing_about_the_target():
+    """16 trajectories cut at 3 ps by the cap, 3 flagged earlier: the estimate stops at 3 ps;
+    carrying S(3 ps) = 13/16 on to an 8 ps target would let the cap pass for convergence."""
+    outcomes = [_o(t, "flagged") for t in (400, 900, 1500)] + [_o(3000, "running") for _ in range(16)]
+    assert survival_at(outcomes, 3000) == pytest.approx(16 / 19)
+    assert survival_at(outcomes, 8000) is None

@@ -42,11 +42,11 @@ def kaplan_meier(outcomes: Iterable[TrajectoryOutcome]) -> tuple[np.ndarray, np.
 
 def survival_at(outcomes: Iterable[TrajectoryOutcome], t_fs: float) -> float | None:
     """S(t_fs): the estimated fraction of trajectories that run past ``t_fs`` unflagged; None
-    without trajectories. Beyond the last observed time it is the value there (an estimate the
-    data cannot check, which is why a campaign's budget must reach its target)."""
+    without trajectories, or when none was followed as far as ``t_fs`` (all cut earlier by a
+    wall-time cap): the data then say nothing about t_fs, and a cap must not pass for survival."""
     outcomes = list(outcomes)
     times, _ = _times_events(outcomes)
-    if not len(times):
+    if not len(times) or times.max() < t_fs:
         return None
     grid, surv = kaplan_meier(outcomes)
     k = int(np.searchsorted(grid, t_fs, side="right"))
