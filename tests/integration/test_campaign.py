@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -272,3 +273,36 @@ def test_the_campaign_budget_bounds_a_generations_sampling():
     assert budget(780.0, None, 500.0) == 280.0  # what is left of the campaign's 13 minutes
     assert budget(780.0, 100.0, 500.0) == 100.0  # the sampler's own cap when it is smaller
     assert budget(780.0, None, 900.0) == 78.0  # a late generation still samples a tenth
+
+
+def test_training_seed_follows_the_campaign_seed_and_the_generation():
+    from potforge.campaign import training_seed
+    from potforge.config import CampaignConfig
+
+    def seed(campaign_seed, generation):
+        return training_seed(CampaignConfig.model_validate(tiny_config() | {"seed": campaign_seed}), generation)
+
+    assert seed(11, 0) == seed(11, 0)  # reproducible
+    assert len({seed(11, 0), seed(11, 1), seed(12, 0), seed(12, 1)}) == 4  # campaigns and generations differ
+
+
+def test_a_shared_dataset_trains_each_campaign_on_its_own_oracles_labels(tmp_path):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from potforge.data import DatasetStore, Provenance
+    from potforge.structures import RandomCellSpec, random_cells
+    from potforge.train.frames import dataset_elements, load_split
+
+    store = DatasetStore(tmp_path / "shared.db")
+    cells = random_cells(RandomCellSpec(box_min_A=6.0, box_max_A=7.0), 12, seed=3)
+    for k, atoms in enumerate(cells):  # the same structures labelled by two oracles
+        for oracle, energy in (("oEMT", -3.0), ("oOTHER", +40.0)):
+            labelled = atoms.copy()
+            labelled.calc = SinglePointCalculator(
+                labelled, energy=energy * len(atoms), forces=np.zeros((len(atoms), 3))
+            )
+            store.add_labelled(labelled, Provenance(source="random", trajectory=f"r{k}"), oracle, oracle)
+    elements = dataset_elements(store, "oEMT")
+    frames = [load_split(store, split, elements, oracle_hash="oEMT") for split in ("train", "val", "test")]
+    assert sum(len(f) for f in frames) == 12  # 24 labels in the store, 12 of this oracle
+    assert all(float((f.energies / f.n_atoms).max()) < 0 for f in frames if len(f))
