@@ -6,8 +6,12 @@ float32, the ANI-Al AEV and 96-96-64 networks, batches of 8 frames. TorchANI tak
 cell per call (its batches share one cell), so its batch is a loop over frames.
 Figure of merit: frames per second for all 8 members.
 
+``--memory`` also prints the peak memory of one potforge training step (8 members, forces on)
+against batch size and cell size, each measured in a fresh process: the growth of the peak
+resident set over the step on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU.
+
     python benchmarks/train_speed.py [--frames 32] [--steps 2] [--threads 2] [--device cpu]
-                                     [--baseline REV | --no-baseline]
+                                     [--baseline REV | --no-baseline] [--memory]
         (TorchANI on 2 CPU cores: ~5 min; the baseline commit's own copy runs in a git worktree)
 """
 
@@ -15,6 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
@@ -33,11 +40,11 @@ from potforge.train.optim import MemberAdam
 CELLS = RandomCellSpec(box_min_A=9.0, box_max_A=11.0)
 
 
-def emt_frames(n: int) -> list:
+def emt_frames(n: int, cells: RandomCellSpec = CELLS) -> list:
     oracle = get_oracle("emt")
     frames = []
     for k in range(n):
-        atoms = random_cell(CELLS, np.random.default_rng([9, k]))
+        atoms = random_cell(cells, np.random.default_rng([9, k]))
         label = oracle.compute(atoms, "/tmp")
         atoms.calc = SinglePointCalculator(atoms, energy=label.energy, forces=label.forces)
         frames.append(atoms)
@@ -71,6 +78,44 @@ def torchani_members(n_members: int) -> list:
     return members
 
 
+def memory_probe(batch: int, box_A: float, device: torch.device) -> None:
+    """One training step of ``batch`` cells of side ``box_A`` in this (fresh) process; prints
+    its atoms per frame and the step's peak memory in MiB."""
+    atoms = emt_frames(batch, RandomCellSpec(box_min_A=box_A, box_max_A=box_A))
+    frames = FrameSet.from_atoms(atoms, ("Al",))
+    cfg = TrainConfig(l0_A2=0.01, dtype="float32")
+    model = build_model(("Al",), cfg, fit_self_energies(frames)).to(device)
+    opt = MemberAdam(list(model.networks.parameters()), torch.full((8,), 1e-3))
+    data = frames.batch(torch.arange(batch), torch.float32, device)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    b, e, f, n = data
+    energies, forces = predict_with_grad(model, b)
+    loss = frame_losses(energies, forces, e, f, b.system, n, cfg.l0_A2).sum()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    synchronize(device)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    print(f"probe {np.mean([len(a) for a in atoms]):.0f} {peak:.0f}")
+
+
+def memory_table(threads: int, device_arg: str) -> None:
+    print("peak memory of one training step (8 members, forces), each in a fresh process:")
+    print(f"{'batch':>6}{'box Å':>8}{'atoms/frame':>13}{'MiB':>9}{'MiB/atom':>10}")
+    for box in (10.0, 14.0):
+        for batch in (4, 8, 16):
+            out = subprocess.run([sys.executable, __file__, "--probe", str(batch), str(box), "--threads", str(threads),
+                                  "--device", device_arg], capture_output=True, text=True, check=True)  # fmt: skip
+            _, atoms, mib = next(line for line in out.stdout.splitlines() if line.startswith("probe")).split()
+            per_atom = float(mib) / (batch * float(atoms))
+            print(f"{batch:>6}{box:>8.1f}{atoms:>13}{mib:>9}{per_atom:>10.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=32)
@@ -80,9 +125,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--baseline", default="72cd5b0", help="git revision whose training speed to compare with")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="also the peak memory of a training step")
+    parser.add_argument("--probe", nargs=2, type=float, metavar=("BATCH", "BOX_A"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.probe:
+        memory_probe(int(args.probe[0]), args.probe[1], device)
+        return
     atoms = emt_frames(args.frames)
     frames = FrameSet.from_atoms(atoms, ("Al",))
     n_atoms = [len(a) for a in atoms]
@@ -156,6 +206,8 @@ def main() -> None:
         if rate is not None:
             print(f"{f'potforge at {args.baseline} (same run)':<34}{rate:>10.2f}")
             print(f"speed-up over {args.baseline}: {n_frames / t_ours / rate:.2f}x")
+    if args.memory:
+        memory_table(args.threads, args.device)
 
 
 if __name__ == "__main__":
