@@ -200,7 +200,7 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     assert res.returncode == 2 and "not a campaign directory" in res.stderr
 
 
-@pytest.mark.parametrize("name", ["quickstart", "paper", "gpaw"])
+@pytest.mark.parametrize("name", ["quickstart", "discovery", "paper", "gpaw"])
 def test_example_configs_are_valid(name):
     root = Path(__file__).resolve().parents[2] / "examples"
     cfg = parse_config(yaml.safe_load((root / f"{name}.yaml").read_text()), name)
