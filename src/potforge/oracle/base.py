@@ -164,8 +164,12 @@ class Oracle:
         """Stable hash of :meth:`identity`: labels with equal hashes are comparable.
         Prefixed with a letter: about one hex digest in 700 (``70e0235559946268``) reads as a
         number, which ASE's database refuses to store as a string. For an oracle without launch
-        settings or input files this is the hash of :meth:`spec`, as it always was."""
-        return _digest(self.identity())
+        settings or input files this is the hash of :meth:`spec`, as it always was. Computed
+        once per instance: the input files are read once, not at every frame queued."""
+        cached = self.__dict__.get("_settings_hash")
+        if cached is None:
+            cached = self.__dict__["_settings_hash"] = _digest(self.identity())
+        return cached
 
     def legacy_hashes(self) -> list[str]:
         """Hashes this oracle's labels were stored under before :meth:`identity` existed (the
