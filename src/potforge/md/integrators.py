@@ -35,7 +35,7 @@ from potforge.md import noise
 from potforge.md.forces import ForceProvider, Forces, check_forces
 from potforge.md.neighbors import refresh
 from potforge.md.schedules import Drive
-from potforge.md.state import ACCEL, GPA, KB, MDState, from_atoms
+from potforge.md.state import ACCEL, GPA, KB, MDState, from_atoms, row_times
 
 
 @dataclass(frozen=True)
@@ -169,15 +169,9 @@ def _rescale(state: MDState, integ: Langevin, systems: list[int]) -> MDState:
     positions = state.apply_per_system(state.positions, deform, systems)
     positions = moving * positions + (1 - moving) * state.positions
     momenta = state.apply_per_system(state.momenta, torch.linalg.inv(deform), systems) * moving
-    chosen = torch.isin(torch.arange(state.n_systems), torch.tensor(systems))[:, None, None]
-    cells = torch.where(chosen, _cell_times(state.cells, deform), state.cells)
+    chosen = state.system_mask(systems)[:, None, None]
+    cells = torch.where(chosen, row_times(state.cells, deform[:, None]), state.cells)  # cells[b] @ deform[b]
     return state.replace(cells=cells, positions=positions, momenta=momenta)
-
-
-def _cell_times(cells: torch.Tensor, deform: torch.Tensor) -> torch.Tensor:
-    """cells[b] @ deform[b] for every system, as elementwise multiply-adds (batch invariant)."""
-    return (cells[:, :, 0:1] * deform[:, None, 0] + cells[:, :, 1:2] * deform[:, None, 1]
-            + cells[:, :, 2:3] * deform[:, None, 2])  # fmt: skip
 
 
 def step(

@@ -57,9 +57,7 @@ def displacement_bound(state: MDState, list_cutoff_A: float) -> torch.Tensor:
     # deformed cells: A = H0⁻¹ H per system (LAPACK solves each 3 × 3 system on its own)
     a = torch.linalg.solve(state.nl_cells.double(), state.cells.double())
     strain = torch.linalg.matrix_norm(a - torch.eye(3, dtype=torch.float64), ord=2)
-    rows = state.nl_positions.double()
-    m = a[state.system]
-    affine = rows[:, 0:1] * m[:, 0] + rows[:, 1:2] * m[:, 1] + rows[:, 2:3] * m[:, 2]
+    affine = state.apply_per_system(state.nl_positions.double(), a)
     ua = (state.positions.double() - affine).norm(dim=1)
     uamax = torch.zeros(state.n_systems, dtype=torch.float64).scatter_reduce(0, state.system, ua, "amax")
     return torch.where(same_cell, 2 * umax, list_cutoff_A * strain + 2 * uamax)

@@ -161,13 +161,16 @@ class MDState:
         vectors: r @ M); systems not in ``systems`` are left as they are. Written as three
         elementwise multiply-adds, so a system's numbers never depend on which others share the
         batch (a batched matrix kernel may block its work differently for another batch size)."""
-        m = mats[self.system]
-        product = rows[:, 0:1] * m[:, 0] + rows[:, 1:2] * m[:, 1] + rows[:, 2:3] * m[:, 2]
+        product = row_times(rows, mats[self.system])
         if systems is None:
             return product
+        return torch.where(self.system_mask(systems)[self.system][:, None], product, rows)
+
+    def system_mask(self, systems: Sequence[int]) -> torch.Tensor:
+        """(B,) bool: True for the systems named."""
         mask = torch.zeros(self.n_systems, dtype=torch.bool)
         mask[list(systems)] = True
-        return torch.where(mask[self.system][:, None], product, rows)
+        return mask
 
     def system_atoms(self, b: int) -> slice:
         starts = self.starts()
@@ -187,6 +190,14 @@ class MDState:
         if wrap:
             atoms.wrap()
         return atoms
+
+
+def row_times(rows: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
+    """Row vectors times matrices, ``rows[..., i, :] @ mats[..., :, :]`` broadcast over the
+    leading dimensions (rows (..., 3), mats (..., 3, 3)), written as three elementwise
+    multiply-adds: a system's numbers then never depend on which others share the batch (a
+    batched matrix kernel may block its work differently for another batch size)."""
+    return rows[..., 0:1] * mats[..., 0, :] + rows[..., 1:2] * mats[..., 1, :] + rows[..., 2:3] * mats[..., 2, :]
 
 
 def concat(states: Sequence[MDState]) -> MDState:
