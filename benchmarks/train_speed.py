@@ -78,6 +78,16 @@ def torchani_members(n_members: int) -> list:
     return members
 
 
+def train_step(model, opt: MemberAdam, data: tuple, l0_A2: float) -> None:
+    """One Eq. 1 step of all members on one batch (``FrameSet.batch``'s tuple)."""
+    batch, e, f, n = data
+    energies, forces = predict_with_grad(model, batch)
+    loss = frame_losses(energies, forces, e, f, batch.system, n, l0_A2).sum()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 def memory_probe(batch: int, box_A: float, device: torch.device) -> None:
     """One training step of ``batch`` cells of side ``box_A`` in this (fresh) process; prints
     its atoms per frame and the step's peak memory in MiB."""
@@ -90,12 +100,7 @@ def memory_probe(batch: int, box_A: float, device: torch.device) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    b, e, f, n = data
-    energies, forces = predict_with_grad(model, b)
-    loss = frame_losses(energies, forces, e, f, b.system, n, cfg.l0_A2).sum()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
+    train_step(model, opt, data, cfg.l0_A2)
     synchronize(device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
@@ -149,12 +154,7 @@ def main() -> None:
     opt = MemberAdam(list(model.networks.parameters()), torch.full((8,), 1e-3))
 
     def ours(idx):
-        batch, e, f, n = frames.batch(idx, torch.float32, device)
-        energies, forces = predict_with_grad(model, batch)
-        loss = frame_losses(energies, forces, e, f, batch.system, n, cfg.l0_A2).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, opt, frames.batch(idx, torch.float32, device), cfg.l0_A2)
 
     ours(batches[0])  # warm-up (kernel compilation)
     synchronize(device)
