@@ -34,8 +34,8 @@ from potforge.devices import device_name, resolve_device, synchronize
 from potforge.oracle import get_oracle
 from potforge.structures import RandomCellSpec, random_cell
 from potforge.train import FrameSet, TrainConfig, build_model, fit_self_energies
-from potforge.train.loss import frame_losses, predict_with_grad
 from potforge.train.optim import MemberAdam
+from potforge.train.trainer import member_losses_backward
 
 CELLS = RandomCellSpec(box_min_A=9.0, box_max_A=11.0)
 
@@ -78,29 +78,30 @@ def torchani_members(n_members: int) -> list:
     return members
 
 
-def train_step(model, opt: MemberAdam, data: tuple, l0_A2: float) -> None:
-    """One Eq. 1 step of all members on one batch (``FrameSet.batch``'s tuple)."""
+def train_step(model, opt: MemberAdam, data: tuple, config: TrainConfig) -> None:
+    """One Eq. 1 step of all members on one batch (``FrameSet.batch``'s tuple), as the trainer
+    takes it (``config.member_chunk`` members at a time)."""
     batch, e, f, n = data
-    energies, forces = predict_with_grad(model, batch)
-    loss = frame_losses(energies, forces, e, f, batch.system, n, l0_A2).sum()
     opt.zero_grad()
-    loss.backward()
+    weights = torch.ones(model.n_members, len(n), dtype=torch.float64, device=e.device)
+    member_losses_backward(model, batch, None, e, f, n, weights, config)
     opt.step()
 
 
-def memory_probe(batch: int, box_A: float, device: torch.device) -> None:
-    """One training step of ``batch`` cells of side ``box_A`` in this (fresh) process; prints
-    its atoms per frame and the step's peak memory in MiB."""
+def memory_probe(batch: int, box_A: float, chunk: int, device: torch.device) -> None:
+    """One training step of ``batch`` cells of side ``box_A`` in this (fresh) process, ``chunk``
+    members at a time (0: all 8 at once); prints its atoms per frame and the step's peak memory
+    in MiB."""
     atoms = emt_frames(batch, RandomCellSpec(box_min_A=box_A, box_max_A=box_A))
     frames = FrameSet.from_atoms(atoms, ("Al",))
-    cfg = TrainConfig(l0_A2=0.01, dtype="float32")
+    cfg = TrainConfig(l0_A2=0.01, dtype="float32", member_chunk=chunk or None)
     model = build_model(("Al",), cfg, fit_self_energies(frames)).to(device)
     opt = MemberAdam(list(model.networks.parameters()), torch.full((8,), 1e-3))
     data = frames.batch(torch.arange(batch), torch.float32, device)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    train_step(model, opt, data, cfg.l0_A2)
+    train_step(model, opt, data, cfg)
     synchronize(device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
@@ -110,15 +111,18 @@ def memory_probe(batch: int, box_A: float, device: torch.device) -> None:
 
 
 def memory_table(threads: int, device_arg: str) -> None:
-    print("peak memory of one training step (8 members, forces), each in a fresh process:")
-    print(f"{'batch':>6}{'box Å':>8}{'atoms/frame':>13}{'MiB':>9}{'MiB/atom':>10}")
+    print("peak memory of one training step (8 members, forces), each in a fresh process;")
+    print("'members' is training.member_chunk (all: the default, 8 at once):")
+    print(f"{'batch':>6}{'box Å':>8}{'atoms/frame':>13}{'members':>9}{'MiB':>9}{'MiB/atom':>10}")
     for box in (10.0, 14.0):
         for batch in (4, 8, 16):
-            out = subprocess.run([sys.executable, __file__, "--probe", str(batch), str(box), "--threads", str(threads),
-                                  "--device", device_arg], capture_output=True, text=True, check=True)  # fmt: skip
-            _, atoms, mib = next(line for line in out.stdout.splitlines() if line.startswith("probe")).split()
-            per_atom = float(mib) / (batch * float(atoms))
-            print(f"{batch:>6}{box:>8.1f}{atoms:>13}{mib:>9}{per_atom:>10.2f}")
+            for chunk in (0, 2, 1):
+                out = subprocess.run([sys.executable, __file__, "--probe", str(batch), str(box), str(chunk),
+                                      "--threads", str(threads), "--device", device_arg],
+                                     capture_output=True, text=True, check=True)  # fmt: skip
+                _, atoms, mib = next(line for line in out.stdout.splitlines() if line.startswith("probe")).split()
+                per_atom = float(mib) / (batch * float(atoms))
+                print(f"{batch:>6}{box:>8.1f}{atoms:>13}{chunk or 'all':>9}{mib:>9}{per_atom:>10.2f}")
 
 
 def main() -> None:
@@ -131,12 +135,12 @@ def main() -> None:
     parser.add_argument("--baseline", default="72cd5b0", help="git revision whose training speed to compare with")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--memory", action="store_true", help="also the peak memory of a training step")
-    parser.add_argument("--probe", nargs=2, type=float, metavar=("BATCH", "BOX_A"), help=argparse.SUPPRESS)
+    parser.add_argument("--probe", nargs=3, type=float, metavar=("BATCH", "BOX_A", "CHUNK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.probe:
-        memory_probe(int(args.probe[0]), args.probe[1], device)
+        memory_probe(int(args.probe[0]), args.probe[1], int(args.probe[2]), device)
         return
     atoms = emt_frames(args.frames)
     frames = FrameSet.from_atoms(atoms, ("Al",))
@@ -154,7 +158,7 @@ def main() -> None:
     opt = MemberAdam(list(model.networks.parameters()), torch.full((8,), 1e-3))
 
     def ours(idx):
-        train_step(model, opt, frames.batch(idx, torch.float32, device), cfg.l0_A2)
+        train_step(model, opt, frames.batch(idx, torch.float32, device), cfg)
 
     ours(batches[0])  # warm-up (kernel compilation)
     synchronize(device)

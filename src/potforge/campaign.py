@@ -51,6 +51,7 @@ class CampaignState:
     history: list[dict] = field(default_factory=list)
     finished: bool = False
     stop_reason: str = ""
+    closing: bool = False  # the stop rule fired: this generation labels and trains, then the campaign ends
     walltime_s: float = 0.0  # spent in run_campaign, all runs together
 
     @classmethod
@@ -88,7 +89,7 @@ def _versions() -> dict[str, str]:
 
 #: Settings that say where a stage runs, not what it computes: a campaign started on a laptop
 #: may go on on a GPU node.
-_PLACEMENT = (("training", "device"), ("sampler", "device"))
+_PLACEMENT = (("training", "device"), ("training", "member_chunk"), ("sampler", "device"))
 
 
 def _comparable(recorded: dict | None) -> dict:
@@ -276,11 +277,12 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
 
     def done(stage: str, summary: dict | None = None) -> None:
         now = time.time()
-        state.walltime_s += now - clock[0]
+        spent_s = now - clock[0]
+        state.walltime_s += spent_s
         clock[0] = now
         state.done.append(stage)
         if summary is not None:
-            state.history.append({"stage": stage, **summary})
+            state.history.append({"stage": stage, **summary, "wall_s": round(spent_s, 1)})
         state.save(directory)
 
     with Engine(config.engine, run_dir=directory / "parsl") as engine:
@@ -325,7 +327,9 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
             # --- train generation g (warm start from g-1) --------------------------------------
             if f"g{g:03d}:train" not in state.done:
                 update: dict = {"seed": training_seed(config, g)}
-                if g > 0 and config.loop.later_max_epochs:
+                if state.closing and config.loop.final_max_epochs:
+                    update["max_epochs"] = config.loop.final_max_epochs
+                elif g > 0 and config.loop.later_max_epochs:
                     update["max_epochs"] = config.loop.later_max_epochs
                 train_cfg = config.training.model_copy(update=update)
                 init = str(model_path(directory, g - 1)) if g > 0 and config.loop.warm_start else None
@@ -349,6 +353,8 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                     generation=g, oracle_calls=store.oracle_calls(oracle.settings_hash()),
                 )  # fmt: skip
                 done(f"g{g:03d}:properties", point.model_dump(mode="json"))
+            if state.closing:  # the closing generation: its model is the campaign's final one
+                return _finish(state, directory, show, g)
             # --- sample with model g -----------------------------------------------------------
             if f"g{g:03d}:sample" not in state.done:
                 cells = config.loop.sampling_cells or config.initial.cells
@@ -398,12 +404,22 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
             elif config.loop.max_walltime_s is not None and state.walltime_s >= config.loop.max_walltime_s:
                 state.stop_reason = f"wall-time budget ({config.loop.max_walltime_s:g} s) reached"
             if state.stop_reason:
-                state.finished = True
-                state.save(directory)
-                show({"stage": "finished", "generation": g, "reason": state.stop_reason})
-                return state
+                if config.loop.final_training and store.count(status="pending", oracle_hash=oracle.settings_hash()):
+                    # the last generation's flagged frames were paid for in sampling: label them and
+                    # train the final model on them too, rather than leave them pending
+                    state.closing = True
+                    state.stop_reason += "; the final model is trained on the last generation's frames"
+                else:
+                    return _finish(state, directory, show, g)
             state.generation = g + 1
             state.save(directory)
+
+
+def _finish(state: CampaignState, directory: Path, show: Progress, g: int) -> CampaignState:
+    state.finished = True
+    state.save(directory)
+    show({"stage": "finished", "generation": g, "reason": state.stop_reason})
+    return state
 
 
 class StageFailed(PotforgeError):

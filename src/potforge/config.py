@@ -59,6 +59,14 @@ class LoopConfig(BaseModel):
     )
     warm_start: bool = Field(True, description="start each generation's training from the previous weights")
     later_max_epochs: int | None = Field(None, ge=1, description="epoch cap after generation 0 (default: same)")
+    final_training: bool = Field(
+        True,
+        description="once the loop stops, label the last generation's flagged frames and train the final model "
+        "on them too (no more sampling)",
+    )
+    final_max_epochs: int | None = Field(
+        None, ge=1, description="epoch cap of that final training (default: later_max_epochs, or the same)"
+    )
     sampling_cells: RandomCellSpec | None = Field(None, description="MD starting cells (default: initial.cells)")
 
 

@@ -66,12 +66,17 @@ def test_tiny_campaign_runs_three_generations(tmp_path):
     events = []
     state = run_campaign(cfg, tmp_path / "c", progress=events.append)
     assert state.finished and "generation cap" in state.stop_reason
-    assert [s for s in state.done if s.endswith(":train")] == ["g000:train", "g001:train", "g002:train"]
+    # three generations sample; a closing fourth labels the third's flagged frames and trains the
+    # final model on everything, without sampling again
+    assert [s for s in state.done if s.endswith(":train")] == ["g000:train", "g001:train", "g002:train", "g003:train"]
+    assert not any(s.startswith("g003:sample") for s in state.done)
+    from potforge.campaign import final_model, model_path
+
+    assert final_model(tmp_path / "c") == model_path(tmp_path / "c", 3)
     store = DatasetStore(tmp_path / "c" / "campaign.db")
-    # the initial cells plus the frames flagged by generations 0 and 1 are labelled
     assert store.count(status="ok", source="random") == 10
-    assert store.count(status="ok", source="active_learning") >= 3
-    assert store.count(status="pending") >= 1  # the last generation's flags await the next run
+    assert store.count(status="ok", source="active_learning", generation=3) >= 1  # the last sampling's frames
+    assert store.count(status="pending") == 0  # nothing the sampler paid for is left unlabelled
     assert {e["stage"] for e in events} >= {"label", "train", "sample", "finished"}
     saved = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())
     assert saved["seed"] == 11 and "torch" in saved["versions"]
@@ -79,10 +84,11 @@ def test_tiny_campaign_runs_three_generations(tmp_path):
     from potforge.report import campaign_summary, write_campaign_plots
 
     summary = campaign_summary(tmp_path / "c", state)
-    assert [r["generation"] for r in summary["generations"]] == [0, 1, 2]
+    assert [r["generation"] for r in summary["generations"]] == [0, 1, 2, 3]
     assert all(r["test_force_rmse_eV_per_A"] is not None for r in summary["generations"])
+    assert summary["generations"][3].get("census") is None  # the closing generation does not sample
     # discovery made visible: a census of every generation, a learning-curve point of every model
-    for r in summary["generations"]:
+    for r in summary["generations"][:3]:
         assert r["census"]["trajectories"] >= 1 and r["census"]["snapshots"] >= r["census"]["trajectories"]
         assert r["labelled_frames"] == r["dataset_size"] and 0 <= r["crystalline_frames"] <= r["dataset_size"]
         values = r["properties"]["values"]

@@ -53,6 +53,86 @@ def test_gradient_through_force_term_matches_finite_differences(tiny_train):
                 assert p.grad[idx].item() == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-6)
 
 
+def test_virial_term_by_hand_skips_frames_without_a_stress():
+    energies = torch.zeros(1, 2, dtype=torch.float64)
+    virial = torch.zeros(1, 2, 3, 3, dtype=torch.float64)
+    virial[0, 0, 0, 0] = 3.0
+    ref = torch.zeros(2, 3, 3, dtype=torch.float64)
+    ref[1] = float("nan")  # a cluster: no stress, no term, no NaN
+    n = torch.tensor([2, 1])
+    loss = frame_losses(energies, None, energies[0], torch.zeros(3, 3), torch.tensor([0, 0, 1]), n, 0.0,
+                        virial, ref, stress_weight=0.5)  # fmt: skip
+    assert loss[0].tolist() == pytest.approx([0.5 * 9.0 / 2, 0.0])
+
+
+def test_virial_is_the_strain_derivative_of_each_members_energy(tiny_train):
+    """The training path's virial against central differences of the energy under a strain."""
+    cfg = TrainConfig(n_members=2, hidden_layers=[12, 8], dtype="float64", seed=3)
+    model = build_model(("Al",), cfg, fit_self_energies(tiny_train))
+    batch, _, _, _ = tiny_train.batch(torch.arange(2), torch.float64)
+    _, _, virial = predict_with_grad(model, batch, want_stress=True)
+    h = 1e-5
+    for a, b in [(0, 0), (1, 2), (2, 1)]:
+        strain = torch.eye(3, dtype=torch.float64)
+        eps = torch.zeros(3, 3, dtype=torch.float64)
+        eps[a, b] = eps[b, a] = h / 2 if a != b else h
+        energies = []
+        for sign in (1, -1):
+            deformed = strain + sign * eps
+            moved = type(batch)(batch.positions @ deformed, batch.species, batch.system, batch.cells @ deformed,
+                                batch.pbc)  # fmt: skip
+            energies.append(model.evaluate(moved, forces=False).member_energies)
+        fd = (energies[0] - energies[1]) / (2 * h)  # (M, B): dE/dε_ab for a symmetric strain
+        assert virial[:, :, a, b].detach() == pytest.approx(fd, rel=1e-5, abs=1e-7)
+
+
+def test_gradient_through_virial_term_matches_finite_differences(tiny_train):
+    cfg = TrainConfig(n_members=2, hidden_layers=[12, 8], dtype="float64", seed=3)
+    model = build_model(("Al",), cfg, fit_self_energies(tiny_train))
+    batch, e, f, n = tiny_train.batch(torch.arange(2), torch.float64)
+    ref_virial = tiny_train.stress(torch.arange(2)) * batch.volumes()[:, None, None]
+    assert torch.isfinite(ref_virial).all()
+
+    def loss():
+        energies, forces, virial = predict_with_grad(model, batch, want_stress=True)
+        return frame_losses(energies, forces, e, f, batch.system, n, 0.01, virial, ref_virial, 10.0).sum()
+
+    model.zero_grad()
+    loss().backward()
+    p = model.networks.w_Al_0
+    for idx in [(0, 0, 0), (1, 3, 5)]:
+        h = 1e-6
+        with torch.no_grad():
+            old = p[idx].item()
+            p[idx] = old + h
+            up = loss().item()
+            p[idx] = old - h
+            down = loss().item()
+            p[idx] = old
+        assert p.grad[idx].item() == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("stress_weight", [0.0, 1.0], ids=["eq1", "with_virial"])
+def test_members_trained_a_few_at_a_time_get_the_same_gradients(tiny_train, stress_weight):
+    """Chunking the members through the loss bounds memory and changes nothing else."""
+    from potforge.train.trainer import member_losses_backward
+
+    idx = torch.arange(3)
+    grads, losses = [], []
+    for chunk in (None, 3, 1):
+        cfg = TrainConfig(n_members=5, hidden_layers=[12, 8], dtype="float64", seed=3, l0_A2=2.0,
+                          stress_weight=stress_weight, member_chunk=chunk)  # fmt: skip
+        model = build_model(("Al",), cfg, fit_self_energies(tiny_train))
+        batch, e, f, n = tiny_train.batch(idx, torch.float64)
+        weights = torch.rand(5, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        losses.append(member_losses_backward(model, batch, tiny_train.stress(idx), e, f, n, weights, cfg))
+        grads.append([p.grad.clone() for p in model.networks.parameters()])
+    for other_losses, other_grads in zip(losses[1:], grads[1:], strict=True):
+        assert other_losses == pytest.approx(losses[0], rel=1e-12)
+        for a, b in zip(other_grads, grads[0], strict=True):
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
 def test_tiny_ensemble_overfits_a_few_frames(tiny_train, tmp_path):
     frames = tiny_train
     cfg = TrainConfig(n_members=2, hidden_layers=[32, 16], max_epochs=300, batch_size=2, l0_A2=1.0, lr=3e-3, seed=1)

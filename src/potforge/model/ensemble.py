@@ -175,8 +175,10 @@ class ANIEnsemble(nn.Module):
         want_grad: bool = True,
         chunk: int = 1024,
         segments: list[int] | None = None,
+        members: slice | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Atomic network energies (M, N) eV and their AEV gradients (M, N, F).
+        """Atomic network energies (M, N) eV and their AEV gradients (M, N, F); with ``members``,
+        of those members only (training a few at a time bounds its memory).
 
         Outside autograd on a CPU, the fused C kernel (``_kernels/mlp.c``) computes each atom
         alone: its numbers are bit for bit the same whatever else is in the batch. Otherwise
@@ -185,8 +187,8 @@ class ANIEnsemble(nn.Module):
         systems, B + 1) no chunk spans two systems, which keeps a system's numbers independent
         of the batch there too (a matrix product's rounding can depend on where a row sits in it).
         """
-        m, n = self.n_members, aev.shape[0]
-        inference = not torch.is_grad_enabled() and aev.device.type == "cpu"
+        m, n = len(range(self.n_members)[members or slice(None)]), aev.shape[0]
+        inference = not torch.is_grad_enabled() and aev.device.type == "cpu" and members is None
         energies = aev.new_zeros(m, n)
         grads = aev.new_zeros(m, n, aev.shape[1]) if want_grad else None
         single = len(self.elements) == 1
@@ -211,7 +213,7 @@ class ANIEnsemble(nn.Module):
                 if single:  # one element: contiguous slices, no gather
                     for start in range(lo, hi, chunk):
                         stop = min(start + chunk, hi)
-                        e, g = self.networks.energies_and_input_grads(el, aev[start:stop], want_grad)
+                        e, g = self.networks.energies_and_input_grads(el, aev[start:stop], want_grad, members)
                         energies[:, start:stop] = e
                         if want_grad:
                             grads[:, start:stop] = g
@@ -219,7 +221,7 @@ class ANIEnsemble(nn.Module):
                 idx_all = torch.nonzero(species[lo:hi] == k).squeeze(1) + lo
                 for start in range(0, idx_all.numel(), chunk):
                     idx = idx_all[start : start + chunk]
-                    e, g = self.networks.energies_and_input_grads(el, aev[idx], want_grad)
+                    e, g = self.networks.energies_and_input_grads(el, aev[idx], want_grad, members)
                     energies.index_copy_(1, idx, e)
                     if want_grad:
                         grads.index_copy_(1, idx, g)
@@ -315,10 +317,15 @@ class ANIEnsemble(nn.Module):
             )  # fmt: skip
 
     @staticmethod
-    def _stress(vec: torch.Tensor, gvec: torch.Tensor, graph: NeighborGraph, batch: AtomsBatch) -> torch.Tensor:
-        """(K, B, 3, 3) stress of each cotangent: dE/d(strain)_ab = Σ_e vec_ea dE/dvec_eb, over the volume."""
-        virial = torch.einsum("ea,ekb->keab", vec, gvec)
-        w = torch.stack([virial[:, lo:hi].sum(1) for lo, hi in pairwise(graph.edge_offsets)], 1)
-        w = 0.5 * (w + w.transpose(-1, -2))
+    def virial(vec: torch.Tensor, gvec: torch.Tensor, graph: NeighborGraph) -> torch.Tensor:
+        """(K, B, 3, 3) dE/d(strain)_ab = Σ_e vec_ea dE/dvec_eb of each cotangent, eV (symmetric)."""
+        per_edge = torch.einsum("ea,ekb->keab", vec, gvec)
+        w = torch.stack([per_edge[:, lo:hi].sum(1) for lo, hi in pairwise(graph.edge_offsets)], 1)
+        return 0.5 * (w + w.transpose(-1, -2))
+
+    @classmethod
+    def _stress(cls, vec: torch.Tensor, gvec: torch.Tensor, graph: NeighborGraph, batch: AtomsBatch) -> torch.Tensor:
+        """(K, B, 3, 3) stress of each cotangent: the virial over the volume, eV/Å³."""
+        w = cls.virial(vec, gvec, graph)
         vol = batch.volumes().to(w.dtype)
         return w / vol[None, :, None, None]

@@ -76,17 +76,20 @@ class ElementNetworks(nn.Module):
                     b.zero_()
 
     def energies_and_input_grads(
-        self, element: str, x: torch.Tensor, want_grad: bool = True
+        self, element: str, x: torch.Tensor, want_grad: bool = True, members: slice | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Atomic energies (M, n) eV and d energy / d x (M, n, F) for n atoms of one element.
 
-        x: (n, F) AEVs shared by all members, or (M, n, F) one input per member.
+        x: (n, F) AEVs shared by all members, or (M, n, F) one input per member. ``members``:
+        only those members (M is then their number).
         """
+        pick = members if members is not None else slice(None)
+        n_members = len(range(self.n_members)[pick])
         h = x
         pre: list[torch.Tensor] = []
         dacts: list[torch.Tensor] = []
         for k in range(self.n_layers):
-            w, b = self.layer(element, k)
+            w, b = (t[pick] for t in self.layer(element, k))
             z = torch.matmul(h, w) + b
             if k < self.n_layers - 1:
                 h, dh = _celu_and_grad(z, self.celu_alpha)
@@ -97,10 +100,10 @@ class ElementNetworks(nn.Module):
         energies = h.squeeze(-1)
         if not want_grad:
             return energies, None
-        w_last, _ = self.layer(element, self.n_layers - 1)
-        g = w_last.transpose(1, 2).expand(self.n_members, x.shape[-2], -1)
+        w_last = self.layer(element, self.n_layers - 1)[0][pick]
+        g = w_last.transpose(1, 2).expand(n_members, x.shape[-2], -1)
         for k in range(self.n_layers - 2, -1, -1):
             g = g * dacts[k]
-            w, _ = self.layer(element, k)
+            w = self.layer(element, k)[0][pick]
             g = torch.matmul(g, w.transpose(1, 2))
         return energies, g

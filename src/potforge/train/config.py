@@ -20,6 +20,18 @@ class TrainConfig(BaseModel):
     hidden_layers: list[int] = Field([96, 96, 64], description="hidden layer widths of each atomic network")
     aev: Literal["ani-al"] = Field("ani-al", description="AEV definition (the published ANI-Al one)")
     l0_A2: float = Field(0.01, ge=0, description="ℓ0 of Eq. 1: weight of the force term, Å² (0: energies only)")
+    stress_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight w_σ of a virial term w_σ (1/M) Σ (V Δσ)² added to Eq. 1 where the oracle gave a stress "
+        "(dimensionless; 0: the paper's Eq. 1)",
+    )
+    member_chunk: int | None = Field(
+        None,
+        ge=1,
+        description="train this many members at a time through the loss (same gradients, peak memory about "
+        "chunk/n_members of the all-at-once step; default: all at once, fastest where memory allows)",
+    )
     batch_size: int = Field(32, ge=1, description="frames per optimisation step")
     lr: float = Field(1e-3, gt=0, description="initial Adam learning rate")
     lr_patience_epochs: int = Field(

@@ -1,8 +1,9 @@
 """Labelled frames as flat tensors: the fast path from the dataset store to training.
 
 A :class:`FrameSet` holds F frames of any sizes flattened like an :class:`AtomsBatch`, with
-their reference energies (eV) and forces (eV/Å); ``batch(idx)`` cuts out any subset of frames
-as a ready-to-evaluate batch without going back to the database.
+their reference energies (eV), forces (eV/Å) and, where the oracle gave one, stress (eV/Å³);
+``batch(idx)`` cuts out any subset of frames as a ready-to-evaluate batch without going back to
+the database.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from potforge.model.neighbors import AtomsBatch
 @dataclass
 class FrameSet:
     """F frames, N atoms in all. positions (N, 3) Å float64; species (N,) element index;
-    cells (F, 3, 3) Å; pbc (F, 3); energies (F,) eV; forces (N, 3) eV/Å; starts (F + 1,)."""
+    cells (F, 3, 3) Å; pbc (F, 3); energies (F,) eV; forces (N, 3) eV/Å; starts (F + 1,);
+    stresses (F, 3, 3) eV/Å³ (ASE's sign), NaN for a frame labelled without one."""
 
     elements: tuple[str, ...]
     positions: torch.Tensor
@@ -33,6 +35,7 @@ class FrameSet:
     forces: torch.Tensor
     starts: torch.Tensor
     frame_ids: list[str]
+    stresses: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.cells.shape[0])
@@ -63,6 +66,7 @@ class FrameSet:
             forces=torch.tensor(np.concatenate([a.get_forces() for a in frames]), dtype=torch.float64),
             starts=torch.tensor(np.concatenate([[0], np.cumsum(n)]), dtype=torch.long),
             frame_ids=list(ids) if ids is not None else [str(k) for k in range(len(frames))],
+            stresses=torch.tensor(np.stack([_stress(a) for a in frames]), dtype=torch.float64),
         )
 
     @classmethod
@@ -78,6 +82,7 @@ class FrameSet:
             z.reshape(0, 3).double(),
             torch.zeros(1, dtype=torch.long),
             [],
+            z.reshape(0, 3, 3).double(),
         )
 
     def atom_index(self, frames: torch.Tensor) -> torch.Tensor:
@@ -106,6 +111,13 @@ class FrameSet:
             counts.to(device),
         )
 
+    def stress(self, frames: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
+        """(B, 3, 3) reference stress of the given frames, eV/Å³ float64 (NaN where none)."""
+        frames = torch.as_tensor(frames, dtype=torch.long)
+        if self.stresses is None:
+            return torch.full((len(frames), 3, 3), float("nan"), dtype=torch.float64, device=device)
+        return self.stresses[frames].to(device)
+
     def element_counts(self) -> torch.Tensor:
         """(F, n_elements) number of atoms of each element per frame."""
         frame_of_atom = torch.repeat_interleave(torch.arange(len(self)), self.n_atoms)
@@ -114,6 +126,14 @@ class FrameSet:
             (frame_of_atom, self.species), torch.ones(len(self.species), dtype=torch.float64), accumulate=True
         )
         return out
+
+
+def _stress(atoms: Atoms) -> np.ndarray:
+    """A frame's labelled stress as a 3×3 matrix (eV/Å³), NaN where it has none (a cluster)."""
+    results = atoms.calc.results if atoms.calc is not None else {}
+    if results.get("stress") is None:
+        return np.full((3, 3), np.nan)
+    return np.asarray(atoms.get_stress(voigt=False), dtype=np.float64)
 
 
 def load_split(

@@ -27,7 +27,7 @@ from potforge.model.ensemble import ANIEnsemble
 from potforge.model.io import save_model
 from potforge.train.config import TrainConfig, with_legacy_values
 from potforge.train.frames import FrameSet
-from potforge.train.loss import frame_losses, predict_with_grad
+from potforge.train.loss import frame_losses, geometry_of, member_slices, predict_with_grad
 from potforge.train.metrics import ensemble_metrics, write_plots
 from potforge.train.optim import MemberAdam
 from potforge.train.precondition import FeatureScaling
@@ -114,6 +114,7 @@ def _subset(frames: FrameSet, idx: torch.Tensor) -> FrameSet:
         frames.forces[atoms],
         torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(n, 0)]),
         [frames.frame_ids[i] for i in idx.tolist()],
+        None if frames.stresses is None else frames.stresses[idx],
     )
 
 
@@ -128,9 +129,18 @@ def evaluate_losses(
     for start in range(0, len(frames), chunk):
         idx = torch.arange(start, min(start + chunk, len(frames)))
         batch, e_ref, f_ref, n = frames.batch(idx, model.dtype, model.device)
-        pred = model.evaluate(batch, forces=True, member_forces=config.l0_A2 > 0)
+        with_stress = config.stress_weight > 0
+        pred = model.evaluate(batch, forces=True, member_forces=config.l0_A2 > 0 or with_stress, stress=with_stress)
         member_f = pred.member_forces if config.l0_A2 > 0 else None
-        losses = frame_losses(pred.member_energies, member_f, e_ref, f_ref, batch.system, n, config.l0_A2)
+        virial = ref_virial = None
+        if with_stress:
+            volumes = batch.volumes().to(torch.float64)[:, None, None]
+            virial = pred.member_stress.to(torch.float64) * volumes[None]
+            ref_virial = frames.stress(idx, model.device) * volumes
+        losses = frame_losses(
+            pred.member_energies, member_f, e_ref, f_ref, batch.system, n, config.l0_A2,
+            virial, ref_virial, config.stress_weight,
+        )  # fmt: skip
         total += losses.sum(1).double().cpu()
         se_e += float((((pred.energy - e_ref) / n) ** 2).sum())
         se_f += float(((pred.forces.double() - f_ref.double()) ** 2).sum())
@@ -141,6 +151,39 @@ def evaluate_losses(
         "force_rmse_eV_per_A": math.sqrt(se_f / max(1, n_f)),
     }
     return total / count, errors
+
+
+def member_losses_backward(
+    model: ANIEnsemble,
+    batch,
+    ref_stress: torch.Tensor | None,
+    e_ref: torch.Tensor,
+    f_ref: torch.Tensor,
+    n: torch.Tensor,
+    weights: torch.Tensor,
+    config: TrainConfig,
+) -> torch.Tensor:
+    """Every member's loss on one batch (M, B), detached, with the weighted sum's gradients
+    accumulated in the weights; ``config.member_chunk`` members at a time (members have
+    disjoint parameters, so chunking changes the peak memory, not the gradients). ``ref_stress``
+    (B, 3, 3) eV/Å³ is read only with ``config.stress_weight`` > 0."""
+    geometry = geometry_of(model, batch)
+    with_stress = config.stress_weight > 0
+    ref_virial = ref_stress * batch.volumes().to(torch.float64)[:, None, None] if with_stress else None
+    chunks = member_slices(model.n_members, config.member_chunk)
+    parts = []
+    for k, members in enumerate(chunks):
+        out = predict_with_grad(model, batch, want_forces=config.l0_A2 > 0 or with_stress, want_stress=with_stress,
+                                members=members, geometry=geometry)  # fmt: skip
+        energies, forces, virial = out if with_stress else (*out, None)
+        losses = frame_losses(
+            energies, forces if config.l0_A2 > 0 else None, e_ref, f_ref, batch.system, n, config.l0_A2,
+            virial, ref_virial, config.stress_weight,
+        )  # fmt: skip
+        # the members share the AEV's graph where PyTorch computes it (GPUs): keep it for the next chunk
+        (losses * weights[members].to(losses.dtype)).sum().backward(retain_graph=k < len(chunks) - 1)
+        parts.append(losses.detach())
+    return torch.cat(parts)
 
 
 def _batches(n: int, config: TrainConfig, gen: torch.Generator, m: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -223,12 +266,11 @@ def train_ensemble(
         seen = torch.zeros(m, dtype=torch.float64)
         for frames_idx, mask in _batches(len(train), config, gen, m):
             batch, e_ref, f_ref, n = train.batch(frames_idx, dtype, device)
-            energies, forces = predict_with_grad(model, batch, want_forces=config.l0_A2 > 0)
-            losses = frame_losses(energies, forces, e_ref, f_ref, batch.system, n, config.l0_A2)
             mask = mask.to(device)
-            weights = mask.to(losses.dtype) / mask.sum(1, keepdim=True).clamp(min=1).to(losses.dtype)
+            weights = mask.to(torch.float64) / mask.sum(1, keepdim=True).clamp(min=1).to(torch.float64)
             opt.zero_grad()
-            (losses * weights).sum().backward()
+            losses = member_losses_backward(model, batch, train.stress(frames_idx, device), e_ref, f_ref, n,
+                                             weights, config)  # fmt: skip
             if scaling is not None:
                 scaling.to_standardised(model)  # Adam steps in standardised-input coordinates
             opt.step()
@@ -287,7 +329,7 @@ def train_ensemble(
 
 #: Budgets only say when to stop: raising them continues a finished or stopped run; the device
 #: only says where it runs: a run started on a CPU may go on on a GPU and back.
-_BUDGETS = ("max_epochs", "max_walltime_s", "device")
+_BUDGETS = ("max_epochs", "max_walltime_s", "device", "member_chunk")  # how far or where, not which path
 
 
 def _trajectory_settings(config_json: str) -> dict:
