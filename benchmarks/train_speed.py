@@ -7,7 +7,7 @@ cell per call (its batches share one cell), so its batch is a loop over frames.
 Figure of merit: frames per second for all 8 members.
 
 ``--memory`` also prints the peak memory of one potforge training step (8 members, forces on)
-against batch size and cell size, each measured in a fresh process: the growth of the peak
+against batch size, cell size and `training.member_chunk`, each measured in a fresh process: the growth of the peak
 resident set over the step on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU.
 
     python benchmarks/train_speed.py [--frames 32] [--steps 2] [--threads 2] [--device cpu]
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
@@ -88,6 +88,21 @@ def train_step(model, opt: MemberAdam, data: tuple, config: TrainConfig) -> None
     opt.step()
 
 
+def _resident_mib(field: str) -> float:
+    """This process's resident set (``VmRSS``) or its peak (``VmHWM``) in MiB, from /proc (Linux).
+    Not ``getrusage``: its ``ru_maxrss`` survives exec, so a probe started by a large parent
+    would inherit the parent's peak and see none of its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Start VmHWM afresh from the current resident set (Linux ≥ 4.0: clear_refs 5)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def memory_probe(batch: int, box_A: float, chunk: int, device: torch.device) -> None:
     """One training step of ``batch`` cells of side ``box_A`` in this (fresh) process, ``chunk``
     members at a time (0: all 8 at once); prints its atoms per frame and the step's peak memory
@@ -98,7 +113,8 @@ def memory_probe(batch: int, box_A: float, chunk: int, device: torch.device) -> 
     model = build_model(("Al",), cfg, fit_self_energies(frames)).to(device)
     opt = MemberAdam(list(model.networks.parameters()), torch.full((8,), 1e-3))
     data = frames.batch(torch.arange(batch), torch.float32, device)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    before = _resident_mib("VmRSS")
+    _reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     train_step(model, opt, data, cfg)
@@ -106,7 +122,7 @@ def memory_probe(batch: int, box_A: float, chunk: int, device: torch.device) -> 
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+        peak = _resident_mib("VmHWM") - before
     print(f"probe {np.mean([len(a) for a in atoms]):.0f} {peak:.0f}")
 
 

@@ -83,13 +83,17 @@ class ElementNetworks(nn.Module):
         x: (n, F) AEVs shared by all members, or (M, n, F) one input per member. ``members``:
         only those members (M is then their number).
         """
-        pick = members if members is not None else slice(None)
-        n_members = len(range(self.n_members)[pick])
+        n_members = self.n_members if members is None else len(range(self.n_members)[members])
+
+        def layer(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+            w, b = self.layer(element, k)
+            return (w, b) if members is None else (w[members], b[members])  # no slicing node when unchunked
+
         h = x
         pre: list[torch.Tensor] = []
         dacts: list[torch.Tensor] = []
         for k in range(self.n_layers):
-            w, b = (t[pick] for t in self.layer(element, k))
+            w, b = layer(k)
             z = torch.matmul(h, w) + b
             if k < self.n_layers - 1:
                 h, dh = _celu_and_grad(z, self.celu_alpha)
@@ -100,10 +104,10 @@ class ElementNetworks(nn.Module):
         energies = h.squeeze(-1)
         if not want_grad:
             return energies, None
-        w_last = self.layer(element, self.n_layers - 1)[0][pick]
+        w_last = layer(self.n_layers - 1)[0]
         g = w_last.transpose(1, 2).expand(n_members, x.shape[-2], -1)
         for k in range(self.n_layers - 2, -1, -1):
             g = g * dacts[k]
-            w = self.layer(element, k)[0][pick]
+            w = layer(k)[0]
             g = torch.matmul(g, w.transpose(1, 2))
         return energies, g
