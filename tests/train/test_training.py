@@ -4,6 +4,7 @@ independent members, warm starts."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -232,3 +233,43 @@ def test_calibrated_thresholds_rise_to_the_held_out_quantile_only():
     assert c.force_mean_eV_per_A == 0.15  # the absolute threshold still rules a confident model
     assert c.force_max_eV_per_A is None  # a disabled measure stays disabled
     assert UncertaintyConfig().calibrated(held_out) == UncertaintyConfig()
+
+
+_PEAK_PROBE = """
+import sys, pathlib, torch
+sys.path.insert(0, {tests!r})
+from conftest import emt_frames
+from potforge.train import TrainConfig, build_model, fit_self_energies
+from potforge.train.trainer import member_losses_backward
+torch.set_num_threads(1)
+frames = emt_frames(8, seed=5, box=(12.0, 12.0))
+cfg = TrainConfig(l0_A2=0.01, dtype="float32", member_chunk={chunk})
+model = build_model(("Al",), cfg, fit_self_energies(frames))
+batch, e, f, n = frames.batch(torch.arange(8), torch.float32)
+weights = torch.ones(8, 8, dtype=torch.float64)
+member_losses_backward(model, batch, None, e, f, n, weights, cfg)  # warm-up: kernels, allocator
+model.zero_grad()
+def kib(field):
+    line = next(l for l in pathlib.Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
+    return int(line.split()[1])
+before = kib("VmRSS:")
+pathlib.Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) restarts from here
+member_losses_backward(model, batch, None, e, f, n, weights, cfg)
+print(kib("VmHWM:") - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to read a peak RSS")
+def test_training_one_member_at_a_time_bounds_the_step_memory():
+    """The peak memory of a step with member_chunk 1 is well below all eight members at once."""
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).parent)
+    peaks = {}
+    for chunk in (None, 1):
+        out = subprocess.run([sys.executable, "-c", _PEAK_PROBE.format(tests=tests, chunk=chunk)],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        peaks[chunk] = int(out.stdout.split()[-1])
+    assert peaks[None] > 20_000  # KiB: the all-at-once step does hold tens of MiB here
+    assert peaks[1] < 0.6 * peaks[None]
