@@ -18,7 +18,10 @@ FAULTY = "python:potforge.oracle.fake:FaultyEMT"
 
 
 def label_cmd(db, counter, engine, n=24):
-    settings = json.dumps({"mode": "ok", "delay_s": 0.15, "counter_file": str(counter)})
+    # with worker processes a call takes long enough that a fast machine cannot finish the whole
+    # run between two kills (the kills come 9.5-12 s apart, the engine starts in a few seconds)
+    delay_s = 1.0 if engine == "local" else 0.15
+    settings = json.dumps({"mode": "ok", "delay_s": delay_s, "counter_file": str(counter)})
     return [
         sys.executable, "-m", "potforge", "label", "--db", str(db), "--oracle", FAULTY,
         "--oracle-settings", settings, "--random", str(n), "--seed", "5", "--box-min-A", "6",
