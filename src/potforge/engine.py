@@ -85,7 +85,9 @@ def _parsl_config(cfg: EngineConfig, run_dir: Path):
             HighThroughputExecutor(
                 label="cpu",
                 max_workers_per_node=workers,
-                cores_per_worker=1,
+                # Parsl caps workers at cores / cores_per_worker: more workers than cores (an oracle
+                # that waits on other machines) share the cores rather than being silently dropped
+                cores_per_worker=min(1.0, _cores() / workers),
                 provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
             )
         ]

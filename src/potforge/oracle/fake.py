@@ -72,3 +72,11 @@ class FaultyEMT(EMT):
                 f.write(structure_hash(atoms) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+
+
+def sleep_interval(seconds: float) -> tuple[float, float]:
+    """Sleep ``seconds`` in whatever worker runs this; return (start, end) wall-clock times
+    (for tests of how many tasks an engine runs at once)."""
+    start = time.time()
+    time.sleep(seconds)
+    return start, time.time()
