@@ -51,8 +51,13 @@ class CampaignState:
     history: list[dict] = field(default_factory=list)
     finished: bool = False
     stop_reason: str = ""
-    closing: bool = False  # the stop rule fired: this generation labels and trains, then the campaign ends
     walltime_s: float = 0.0  # spent in run_campaign, all runs together
+
+    @property
+    def closing(self) -> bool:
+        """The stop rule fired but the campaign has not finished: the current generation labels
+        the last sampling's frames and trains the final model, then the campaign ends."""
+        return bool(self.stop_reason) and not self.finished
 
     @classmethod
     def load(cls, directory: Path) -> CampaignState:
@@ -407,7 +412,6 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                 if config.loop.final_training and store.count(status="pending", oracle_hash=oracle.settings_hash()):
                     # the last generation's flagged frames were paid for in sampling: label them and
                     # train the final model on them too, rather than leave them pending
-                    state.closing = True
                     state.stop_reason += "; the final model is trained on the last generation's frames"
                 else:
                     return _finish(state, directory, show, g)
