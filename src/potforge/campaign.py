@@ -255,11 +255,12 @@ def sampling_budget_s(config: CampaignConfig, elapsed_s: float) -> float | None:
 
 def converged(config: CampaignConfig, sampling_dir: Path) -> tuple[bool, float | None]:
     """Whether a generation's trajectories met the stop rule: the Kaplan–Meier survival at
-    ``loop.target_median_time_to_flag_fs`` is at least one half (censored trajectories count
-    only as far as they ran). Returns the rule's verdict and that survival."""
+    ``loop.target_median_time_to_flag_fs`` is at least ``loop.target_survival_fraction`` (one
+    half: the median rule; censored trajectories count only as far as they ran). Returns the
+    rule's verdict and that survival."""
     summary = SampleSummary.read(sampling_dir / "summary.json")
     s = survival_at(summary.outcomes, config.loop.target_median_time_to_flag_fs)
-    return (s is not None and s >= 0.5), s
+    return (s is not None and s >= config.loop.target_survival_fraction), s
 
 
 Progress = Callable[[dict], None]

@@ -57,6 +57,13 @@ class LoopConfig(BaseModel):
     target_median_time_to_flag_fs: float = Field(
         250_000, gt=0, description="stop once the median trajectory runs this long without being flagged"
     )
+    target_survival_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="the share of trajectories that must run target_median_time_to_flag_fs unflagged "
+        "(Kaplan-Meier) for the loop to stop; 0.5 is the median rule, higher demands longer-lived trajectories",
+    )
     warm_start: bool = Field(True, description="start each generation's training from the previous weights")
     later_max_epochs: int | None = Field(None, ge=1, description="epoch cap after generation 0 (default: same)")
     final_training: bool = Field(

@@ -47,3 +47,19 @@ def test_trajectories_cut_short_by_a_wall_time_cap_say_nothing_about_the_target(
     outcomes = [_o(t, "flagged") for t in (400, 900, 1500)] + [_o(3000, "running") for _ in range(16)]
     assert survival_at(outcomes, 3000) == pytest.approx(16 / 19)
     assert survival_at(outcomes, 8000) is None
+
+
+def test_the_stop_rule_demands_the_configured_share_of_long_lived_trajectories(tmp_path):
+    """10 trajectories, 3 flagged before the 8 ps target and 7 that ran it out: S(8 ps) = 0.7,
+    which passes the median rule (0.5) and fails a rule that wants 80 % to survive."""
+    from potforge.campaign import converged
+    from potforge.config import CampaignConfig
+    from potforge.records import SampleSummary
+
+    outcomes = [_o(t, "flagged") for t in (300, 2000, 5000)] + [_o(8000, "survived") for _ in range(7)]
+    SampleSummary(flagged=3, trajectories=10, total_steps=1, walltime_s=1.0, stop_reason="done",
+                  outcomes=outcomes).write(tmp_path / "summary.json")  # fmt: skip
+    base = {"sampler": {"schedule": {"t_max_fs": 8000}}, "loop": {"target_median_time_to_flag_fs": 8000}}
+    assert converged(CampaignConfig.model_validate(base), tmp_path) == (True, pytest.approx(0.7))
+    strict = {**base, "loop": {**base["loop"], "target_survival_fraction": 0.8}}
+    assert converged(CampaignConfig.model_validate(strict), tmp_path) == (False, pytest.approx(0.7))
