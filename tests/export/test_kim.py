@@ -74,6 +74,11 @@ def potforge_reference(installed: Installed, atoms: Atoms) -> dict[str, np.ndarr
     }
 
 
+def voigt(s: np.ndarray) -> np.ndarray:
+    """xx yy zz xy xz yz, LAMMPS' order."""
+    return np.array([s[0, 0], s[1, 1], s[2, 2], s[0, 1], s[0, 2], s[1, 2]])
+
+
 def compare(installed: Installed, atoms: Atoms, workdir, n_ranks: int = 1, style: str = "kim init") -> dict:
     elements = installed.model.elements
     lmp = single_point(atoms, installed.name, elements, workdir, n_ranks=n_ranks, env=installed.env, style=style)
@@ -84,6 +89,8 @@ def compare(installed: Installed, atoms: Atoms, workdir, n_ranks: int = 1, style
         "dF": float(np.abs(lmp.forces_eV_A - ref["forces"]).max()),
         "dE_atoms": float(np.abs(lmp.energies_eV - ref["energies"]).max()),
         "dstress": float(np.abs(lmp.stress_eV_A3 - ref["stress"]).max()),
+        # the per-atom virials (the pair terms split between the pair's atoms) add up to it
+        "datom_virials": float(np.abs(lmp.atom_virials_eV.sum(0) / atoms.get_volume() - voigt(ref["stress"])).max()),
         "F_scale": float(np.abs(ref["forces"]).max()),
         "lmp": lmp,
     }
@@ -95,6 +102,7 @@ def assert_agrees(d: dict) -> None:
     assert d["dE_atoms"] < E_TOL_EV_PER_ATOM, d
     assert d["dF"] < F_TOL_EV_A, d
     assert d["dstress"] < STRESS_TOL_EV_A3, d
+    assert d["datom_virials"] < STRESS_TOL_EV_A3, d
 
 
 @pytest.mark.parametrize("name", list(STRUCTURES))

@@ -91,13 +91,16 @@ def write_data(atoms: Atoms, path: str | Path, elements: tuple[str, ...] | list[
 
 @dataclass(frozen=True)
 class SinglePoint:
-    """One LAMMPS evaluation: energy eV, forces (N, 3) eV/Å, per-atom energies (N,) eV and the
-    virial stress (3, 3) eV/Å³ with ASE's sign (positive under tension), atoms in input order."""
+    """One LAMMPS evaluation: energy eV, forces (N, 3) eV/Å, per-atom energies (N,) eV, the
+    virial stress (3, 3) eV/Å³ with ASE's sign (positive under tension) and the per-atom virials
+    (N, 6: xx yy zz xy xz yz) eV with the same sign (their sum is the stress times the volume),
+    atoms in input order."""
 
     energy_eV: float
     forces_eV_A: np.ndarray
     energies_eV: np.ndarray
     stress_eV_A3: np.ndarray
+    atom_virials_eV: np.ndarray
 
 
 def run_lammps(
@@ -146,7 +149,8 @@ def single_point(
     text = head + (
         "compute pf_pe all pe/atom\n"
         "compute pf_p all pressure NULL virial\n"  # the virial part alone: no kinetic term
-        "dump pf all custom 1 out.dump id fx fy fz c_pf_pe\n"
+        "compute pf_sa all stress/atom NULL virial\n"
+        "dump pf all custom 1 out.dump id fx fy fz c_pf_pe c_pf_sa[*]\n"
         f"dump_modify pf format float {fmt} sort id\n"
         "thermo_style custom step pe c_pf_p[1] c_pf_p[2] c_pf_p[3] c_pf_p[4] c_pf_p[5] c_pf_p[6]\n"
         "run 0\n"
@@ -164,6 +168,8 @@ def single_point(
         forces_eV_A=rows[:, 1:4],
         energies_eV=rows[:, 4],
         stress_eV_A3=-pressure / LAMMPS_METAL_BAR_PER_EV_A3,
+        # stress/atom is in bar Å³ and sums to minus pressure times volume: ASE's sign already
+        atom_virials_eV=rows[:, 5:11] / LAMMPS_METAL_BAR_PER_EV_A3,
     )
 
 

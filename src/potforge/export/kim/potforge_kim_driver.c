@@ -12,7 +12,8 @@
  *   pair vector  v_e = x_j - x_i  (i a contributing particle, j any neighbour, |v_e| < Rc)
  *   E            = sum_i [ mean_m e_m(i) + E_self(species_i) ]   (contributing particles only)
  *   F_i += g_e, F_j -= g_e          with g_e = dE/dv_e (ghost particles receive forces too)
- *   virial_ab    = sum_e v_ea g_eb  (symmetrised; KIM's sign, = dE/d(strain))
+ *   virial_ab    = sum_e v_ea g_eb  (symmetrised; KIM's sign, = dE/d(strain)); per particle,
+ *                  each pair's term split equally between its two particles
  *
  * The AEV shape (radial shifts, angular shifts, sections) is a compile-time constant of aev.c,
  * so one driver is built per shape (CMake passes -DAEV_NR/-DAEV_NA/-DAEV_NZ); the parameter
@@ -190,7 +191,7 @@ static void scratch_free(scratch_t *s) {
 static int compute_core(KIM_ModelCompute const *const modelCompute,
                         KIM_ModelComputeArguments const *const args, model_t const *m, scratch_t *s) {
     int *n_parts, *codes, *contributing;
-    double *x, *energy, *forces, *particle_energy, *virial;
+    double *x, *energy, *forces, *particle_energy, *virial, *particle_virial;
     if (KIM_ModelComputeArguments_GetArgumentPointerInteger(args, KIM_COMPUTE_ARGUMENT_NAME_numberOfParticles,
                                                            &n_parts) ||
         KIM_ModelComputeArguments_GetArgumentPointerInteger(args, KIM_COMPUTE_ARGUMENT_NAME_particleSpeciesCodes,
@@ -205,12 +206,14 @@ static int compute_core(KIM_ModelCompute const *const modelCompute,
         KIM_ModelComputeArguments_GetArgumentPointerDouble(
             args, KIM_COMPUTE_ARGUMENT_NAME_partialParticleEnergy, &particle_energy) ||
         KIM_ModelComputeArguments_GetArgumentPointerDouble(args, KIM_COMPUTE_ARGUMENT_NAME_partialVirial,
-                                                          &virial)) {
+                                                          &virial) ||
+        KIM_ModelComputeArguments_GetArgumentPointerDouble(
+            args, KIM_COMPUTE_ARGUMENT_NAME_partialParticleVirial, &particle_virial)) {
         LOG_ERROR("cannot get the compute arguments");
         return 1;
     }
     const int n = *n_parts, nthreads = n_threads();
-    const int want_grad = forces != NULL || virial != NULL;
+    const int want_grad = forces != NULL || virial != NULL || particle_virial != NULL;
     for (int i = 0; i < n; i++)
         if (codes[i] < 0 || codes[i] >= m->S) {
             LOG_ERROR("a particle has a species code the model does not know");
@@ -220,6 +223,7 @@ static int compute_core(KIM_ModelCompute const *const modelCompute,
     if (particle_energy) memset(particle_energy, 0, sizeof(double) * n);
     if (forces) memset(forces, 0, sizeof(double) * 3 * n);
     if (virial) memset(virial, 0, sizeof(double) * 6);
+    if (particle_virial) memset(particle_virial, 0, sizeof(double) * 6 * n);
 
     /* CSR pair list of the contributing particles, pairs beyond the cutoff dropped (the
      * simulator's lists include its skin) */
@@ -335,12 +339,16 @@ static int compute_core(KIM_ModelCompute const *const modelCompute,
                 forces[3 * i] += g[0]; forces[3 * i + 1] += g[1]; forces[3 * i + 2] += g[2];
                 forces[3 * j] -= g[0]; forces[3 * j + 1] -= g[1]; forces[3 * j + 2] -= g[2];
             }
-            w[0] += v[0] * g[0];
-            w[1] += v[1] * g[1];
-            w[2] += v[2] * g[2];
-            w[3] += 0.5 * (v[1] * g[2] + v[2] * g[1]);
-            w[4] += 0.5 * (v[0] * g[2] + v[2] * g[0]);
-            w[5] += 0.5 * (v[0] * g[1] + v[1] * g[0]);
+            const double pw[6] = {v[0] * g[0], v[1] * g[1], v[2] * g[2], 0.5 * (v[1] * g[2] + v[2] * g[1]),
+                                  0.5 * (v[0] * g[2] + v[2] * g[0]), 0.5 * (v[0] * g[1] + v[1] * g[0])};
+            for (int q = 0; q < 6; q++) w[q] += pw[q];
+            if (particle_virial) { /* a pair's term shared equally by its two particles */
+                const int j = s->nbr[k];
+                for (int q = 0; q < 6; q++) {
+                    particle_virial[6 * i + q] += 0.5 * pw[q];
+                    particle_virial[6 * j + q] += 0.5 * pw[q];
+                }
+            }
         }
     }
     if (virial) memcpy(virial, w, sizeof w); /* KIM order: xx yy zz yz xz xy */
@@ -368,10 +376,11 @@ static int compute_routine(KIM_ModelCompute const *const modelCompute,
 static int compute_arguments_create(KIM_ModelCompute const *const modelCompute,
                                     KIM_ModelComputeArgumentsCreate *const create) {
     (void)modelCompute;
-    const KIM_ComputeArgumentName names[4] = {
+    const KIM_ComputeArgumentName names[5] = {
         KIM_COMPUTE_ARGUMENT_NAME_partialEnergy, KIM_COMPUTE_ARGUMENT_NAME_partialForces,
-        KIM_COMPUTE_ARGUMENT_NAME_partialParticleEnergy, KIM_COMPUTE_ARGUMENT_NAME_partialVirial};
-    for (int k = 0; k < 4; k++)
+        KIM_COMPUTE_ARGUMENT_NAME_partialParticleEnergy, KIM_COMPUTE_ARGUMENT_NAME_partialVirial,
+        KIM_COMPUTE_ARGUMENT_NAME_partialParticleVirial};
+    for (int k = 0; k < 5; k++)
         if (KIM_ModelComputeArgumentsCreate_SetArgumentSupportStatus(create, names[k], KIM_SUPPORT_STATUS_optional)) {
             LOG_ERROR("cannot register a compute argument");
             return 1;
