@@ -97,6 +97,10 @@ def compare(installed: Installed, atoms: Atoms, workdir, n_ranks: int = 1, style
 
 
 def assert_agrees(d: dict) -> None:
+    print(  # the figures docs/lammps.md quotes (pytest tests/export -s)
+        f"\n  |dE|/atom {d['dE_per_atom']:.1e} eV, per-atom |dE| {d['dE_atoms']:.1e} eV, |dF| {d['dF']:.1e} eV/A, "
+        f"|d stress| {d['dstress']:.1e} eV/A^3, per-atom virial sum {d['datom_virials']:.1e} eV/A^3"
+    )
     assert d["F_scale"] > 0.1  # a structure with real forces, not a trivially symmetric one
     assert d["dE_per_atom"] < E_TOL_EV_PER_ATOM, d
     assert d["dE_atoms"] < E_TOL_EV_PER_ATOM, d
@@ -132,6 +136,7 @@ def test_one_and_two_mpi_ranks_agree(fixture, request, tmp_path):
     atoms = with_species(STRUCTURES["disordered500"](), installed.model.elements, seed=6)
     one = single_point(atoms, installed.name, installed.model.elements, tmp_path / "np1", env=installed.env)
     two = compare(installed, atoms, tmp_path / "np2", n_ranks=2)
+    print(f"\n  1 vs 2 ranks: |dF| {np.abs(two['lmp'].forces_eV_A - one.forces_eV_A).max():.1e} eV/A")
     assert np.abs(two["lmp"].forces_eV_A - one.forces_eV_A).max() < 1e-8
     assert abs(two["lmp"].energy_eV - one.energy_eV) / len(atoms) < 1e-10
     assert_agrees(two)
