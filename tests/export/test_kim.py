@@ -172,7 +172,7 @@ def test_cli_writes_both_items(tmp_path):
     assert f'DRIVER_NAME "{driver.name}"' in (tmp_path / "pf_cli" / "CMakeLists.txt").read_text()
 
 
-def test_ase_kim_calculator_matches_potforge(ani_al_kim, monkeypatch):
+def test_ase_kim_calculator_matches_potforge(ani_al_kim, monkeypatch, tmp_path):
     """The same exported model through ASE's KIM calculator (kimpy), on a non-orthogonal cell
     that ASE hands to KIM as it is (no LAMMPS orientation needed)."""
     if importlib.util.find_spec("kimpy") is None:
@@ -183,6 +183,7 @@ def test_ase_kim_calculator_matches_potforge(ani_al_kim, monkeypatch):
 
     for key in ("KIM_API_MODEL_DRIVERS_DIR", "KIM_API_PORTABLE_MODELS_DIR"):
         monkeypatch.setenv(key, ani_al_kim.env[key])
+    monkeypatch.chdir(tmp_path)  # the KIM API writes its kim.log into the working directory
     atoms = bulk("Al", "fcc", a=4.05).repeat(3)  # primitive cell: 60° between the cell vectors
     atoms.rattle(0.1, seed=8)
     atoms.calc = KIM(ani_al_kim.name)
