@@ -227,7 +227,8 @@ def install_kim(export: KimExport, collection: str = "user", env: dict[str, str]
     tool = kim_tool()
     for item in (export.driver_dir, export.model_dir):
         cmd = [tool, "install", "--force", collection, str(item.resolve())]
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        # run in the export directory: the KIM tools write their kim.log where they run
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=item.parent)
         if res.returncode != 0:
             tail = (res.stdout + res.stderr).strip().splitlines()[-15:]
             raise KimExportError(f"KIM install of {item.name} failed ({' '.join(cmd)}):\n" + "\n".join(tail))
