@@ -148,6 +148,12 @@ def test_model_names_and_missing_tools(tmp_path, monkeypatch):
     assert default_model_name("runs/x/model-gen3.pt") == "potforge_model_gen3"
     with pytest.raises(KimExportError, match="C identifier"):
         export_kim("ani-al", tmp_path, name="3bad-name")
+    from potforge.model.aev import AEVParams
+    from potforge.model.ensemble import ANIEnsemble
+
+    deep = ANIEnsemble(AEVParams.ani_al(), (96, *[4] * 9, 1), 2)
+    with pytest.raises(KimExportError, match="at most 16 elements, 8 layers"):
+        export_kim(deep, tmp_path / "deep")
     export = export_kim("ani-al", tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
     with pytest.raises(KimExportError, match="apt-get install libkim-api-dev cmake"):

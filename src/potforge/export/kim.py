@@ -178,6 +178,14 @@ def export_kim(model: ANIEnsemble | str | Path, out_dir: str | Path, name: str |
         check_model_name(name) if name else default_model_name(spec if not isinstance(spec, ANIEnsemble) else "model")
     )
     p = model.aev_params
+    # the driver's and mlp.c's fixed limits (MAX_SPECIES, MAX_LAYERS, MAX_WIDTH): refused here, in
+    # one line, rather than by the simulator at run time
+    sizes = model.networks.layer_sizes
+    if p.n_species > 16 or len(sizes) - 1 > 8 or max(sizes) > 1024:
+        raise KimExportError(
+            f"the KIM driver takes at most 16 elements, 8 layers and 1024 neurons a layer; this model has "
+            f"{p.n_species} elements and layers {list(sizes)}"
+        )
     drv = driver_name(p.shape)
     out = Path(out_dir)
     driver_dir, model_dir = out / drv, out / model_name
