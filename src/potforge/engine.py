@@ -12,13 +12,14 @@ Executors are named by the work they take: ``cpu`` (reference calculations) and 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from potforge.errors import ConfigError
 
@@ -31,14 +32,36 @@ class ProviderConfig(BaseModel):
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
-    walltime: str = "01:00:00"
+    walltime: str = Field("01:00:00", pattern=r"^\d+:\d\d:\d\d$", description="per block, HH:MM:SS")
     nodes_per_block: int = Field(1, ge=1)
     init_blocks: int = Field(1, ge=0)
     min_blocks: int = Field(0, ge=0)
     max_blocks: int = Field(1, ge=1)
+    exclusive: bool = Field(
+        True,
+        description="slurm: whole nodes per block (#SBATCH --exclusive); false lets blocks, e.g. of the "
+        "cpu and gpu executors, share a node",
+    )
+    cores_per_node: int | None = Field(None, ge=1, description="slurm: CPUs to request per node (default: Slurm's)")
+    mem_per_node_GB: int | None = Field(None, ge=1, description="slurm: memory to request per node (#SBATCH --mem)")
     scheduler_options: str = Field("", description="extra #SBATCH lines, e.g. '#SBATCH --gres=gpu:4'")
     worker_init: str = Field("", description="shell lines run before workers start (module load, venv)")
     launcher: Literal["single", "srun"] = "single"
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderConfig:
+        if self.kind == "local":
+            slurm_only = ("partition", "account", "qos", "cores_per_node", "mem_per_node_GB", "scheduler_options",
+                          "worker_init")  # fmt: skip
+            given = [name for name in slurm_only if name in self.model_fields_set]
+            if given or ("exclusive" in self.model_fields_set and not self.exclusive):
+                raise ValueError(f"{', '.join(given) or 'exclusive'} only apply to kind: slurm, not local")
+        if max(self.init_blocks, self.min_blocks) > self.max_blocks:
+            raise ValueError(
+                f"init_blocks ({self.init_blocks}) and min_blocks ({self.min_blocks}) "
+                f"cannot exceed max_blocks ({self.max_blocks})"
+            )
+        return self
 
 
 class ExecutorConfig(BaseModel):
@@ -50,7 +73,28 @@ class ExecutorConfig(BaseModel):
     available_accelerators: int | list[str] | None = Field(
         None, description="GPUs per node (one worker pinned to each), e.g. 4"
     )
+    address: str | None = Field(
+        None,
+        description="where workers reach this process (Parsl's interchange binds to it), e.g. 127.0.0.1 "
+        "when every worker runs on this machine; default: any address of this host",
+    )
+    heartbeat_period_s: int = Field(30, ge=1, description="how often workers and interchange check each other")
+    heartbeat_threshold_s: int = Field(
+        120,
+        ge=2,
+        description="a block whose interchange is silent this long stops (after `potforge run` died): "
+        "it stores the calculation in hand, then frees its nodes",
+    )
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExecutorConfig:
+        if self.heartbeat_threshold_s <= self.heartbeat_period_s:
+            raise ValueError(
+                f"heartbeat_threshold_s ({self.heartbeat_threshold_s}) must exceed heartbeat_period_s "
+                f"({self.heartbeat_period_s}): a block would stop between two heartbeats"
+            )
+        return self
 
 
 class EngineConfig(BaseModel):
@@ -75,7 +119,7 @@ def _cores() -> int:
 def _parsl_config(cfg: EngineConfig, run_dir: Path):
     from parsl.config import Config
     from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
-    from parsl.providers import LocalProvider, SlurmProvider
+    from parsl.providers import LocalProvider
 
     workers = cfg.max_workers or _cores()
     if cfg.kind == "threads":
@@ -98,24 +142,20 @@ def _parsl_config(cfg: EngineConfig, run_dir: Path):
         for label, ex in cfg.executors.items():
             p = ex.provider
             if p.kind == "slurm":
-                from parsl.launchers import SingleNodeLauncher, SrunLauncher
+                from potforge.slurm import campaign_slurm_provider
 
-                provider = SlurmProvider(
-                    partition=p.partition,
-                    account=p.account,
-                    qos=p.qos,
-                    walltime=p.walltime,
-                    nodes_per_block=p.nodes_per_block,
-                    init_blocks=p.init_blocks,
-                    min_blocks=p.min_blocks,
-                    max_blocks=p.max_blocks,
-                    scheduler_options=p.scheduler_options,
-                    worker_init=p.worker_init,
-                    launcher=SrunLauncher() if p.launcher == "srun" else SingleNodeLauncher(),
-                )
+                provider = campaign_slurm_provider(p, run_dir)
             else:
                 provider = LocalProvider(init_blocks=p.init_blocks, min_blocks=p.min_blocks, max_blocks=p.max_blocks)
-            kwargs: dict[str, Any] = {"label": label, "cores_per_worker": ex.cores_per_worker, "provider": provider}
+            kwargs: dict[str, Any] = {
+                "label": label,
+                "cores_per_worker": ex.cores_per_worker,
+                "provider": provider,
+                "heartbeat_period": ex.heartbeat_period_s,
+                "heartbeat_threshold": ex.heartbeat_threshold_s,
+            }
+            if ex.address is not None:
+                kwargs["address"] = ex.address
             if ex.max_workers_per_node:
                 kwargs["max_workers_per_node"] = ex.max_workers_per_node
             if ex.available_accelerators is not None:
@@ -139,7 +179,9 @@ def _kill_stale_processes(run_dir: Path) -> int:
 
     Oracle workers are spared, and so is everything in their session (the DFT code they run,
     its ``mpirun`` and ranks: the runner starts each worker as a session leader): each finishes
-    the calculation in hand, stores it and stops by itself (oracle/worker.py).
+    the calculation in hand, stores it and stops by itself (oracle/worker.py). So are the
+    processes of Slurm jobs (the blocks of a Slurm executor, when this machine is also a compute
+    node): what becomes of those is :mod:`potforge.slurm`'s business, not this run's.
     """
     import json
 
@@ -172,7 +214,7 @@ def _kill_stale_processes(run_dir: Path) -> int:
                 marker in cmdline
                 or str(run_dir) in cmdline
                 or any(f.path.startswith(marker) for f in proc.open_files())
-            ):
+            ) and not _in_another_slurm_job(proc):
                 candidates[proc.pid] = proc
         except (psutil.Error, TypeError):
             continue
@@ -198,6 +240,15 @@ def _kill_stale_processes(run_dir: Path) -> int:
     return killed
 
 
+def _in_another_slurm_job(proc: Any) -> bool:
+    """Whether ``proc`` (psutil) runs for a Slurm job other than this process's: a job step
+    daemon, or a process of a job's step (it inherits the job's ``SLURM_JOB_ID``)."""
+    if proc.name().startswith("slurmstepd"):
+        return True
+    job = proc.environ().get("SLURM_JOB_ID")
+    return job is not None and job != os.environ.get("SLURM_JOB_ID")
+
+
 class Engine:
     """A loaded Parsl configuration. Use as a context manager; ``submit`` returns futures."""
 
@@ -211,8 +262,9 @@ class Engine:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # stopped early (Ctrl-C, SIGTERM, an error): Slurm blocks may hold calculations
+        self.shutdown(interrupted=exc_type is not None)
 
     def start(self) -> None:
         import parsl
@@ -226,7 +278,15 @@ class Engine:
             os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _kill_stale_processes(self.run_dir)
-        self._dfk = parsl.load(_parsl_config(self.config, self.run_dir))
+        parsl_config = _parsl_config(self.config, self.run_dir)
+        if self._slurm_providers(parsl_config):
+            from potforge.slurm import handle_stale_jobs, job_prefix
+
+            if shutil.which("sbatch") is None:
+                raise ConfigError("engine: a Slurm provider needs sbatch on PATH: run potforge on the cluster")
+            # before this run submits its own blocks: every job of this campaign now queued is stale
+            handle_stale_jobs(job_prefix(self.run_dir))
+        self._dfk = parsl.load(parsl_config)
         self.labels = [ex.label for ex in self._dfk.config.executors]
         self._record_processes()
         # workers start lazily and are replaced; a daemon thread keeps the record current
@@ -252,8 +312,21 @@ class Engine:
         if record:
             write_json(self.run_dir / PIDS_FILE, record)
 
-    def shutdown(self) -> None:
+    @staticmethod
+    def _slurm_providers(parsl_config: Any) -> list:
+        from potforge.slurm import CampaignSlurmProvider
+
+        return [ex.provider for ex in parsl_config.executors if isinstance(getattr(ex, "provider", None),
+                                                                           CampaignSlurmProvider)]  # fmt: skip
+
+    def shutdown(self, interrupted: bool = False) -> None:
+        """Stop Parsl. A run that finished cancels its Slurm blocks; one ``interrupted`` leaves
+        them, as they may hold calculations: each stores the one in hand, then stops by itself
+        within ``heartbeat_threshold_s`` (see :mod:`potforge.slurm`)."""
         if self._dfk is not None:
+            if interrupted:
+                for provider in self._slurm_providers(self._dfk.config):
+                    provider.spare_jobs = True
             self._stop.set()
             self._recorder.join(timeout=30)
             self._dfk.cleanup()

@@ -219,8 +219,10 @@ def test_slurm_example_builds_a_parsl_config(tmp_path):
     root = Path(__file__).resolve().parents[2] / "examples"
     engine = EngineConfig(**yaml.safe_load((root / "slurm.yaml").read_text())["engine"])
     config = _parsl_config(engine, tmp_path)
-    labels = {ex.label: type(ex.provider).__name__ for ex in config.executors}
-    assert labels == {"cpu": "SlurmProvider", "gpu": "SlurmProvider"}
+    from parsl.providers import SlurmProvider
+
+    labels = {ex.label: isinstance(ex.provider, SlurmProvider) for ex in config.executors}
+    assert labels == {"cpu": True, "gpu": True}  # potforge's subclass: jobs named after the campaign
 
 
 def test_a_dead_stage_worker_is_one_line_not_a_traceback(tmp_path):

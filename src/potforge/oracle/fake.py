@@ -2,7 +2,9 @@
 
 Use them through the import-path oracle, e.g. ``get_oracle("python:potforge.oracle.fake:FaultyEMT",
 {"mode": "hang"})``. ``counter_file`` makes every *completed* calculation append one line (the
-structure's hash) to a file, so a test can prove each oracle call happened exactly once.
+structure's hash) to a file, so a test can prove each oracle call happened exactly once;
+``start_file`` does the same when a calculation *starts*, so a calculation that was killed before
+it finished (and was then computed again) shows up as a hash started twice.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class FaultyEMT(EMT):
         mode: str = "ok",
         delay_s: float = 0.0,
         counter_file: str | None = None,
+        start_file: str | None = None,
         fail_times: int = 1,
         state_dir: str | None = None,
         **kwargs,
@@ -39,10 +42,13 @@ class FaultyEMT(EMT):
         self.mode = mode
         self.delay_s = delay_s
         self.counter_file = counter_file
+        self.start_file = start_file
         self.fail_times = fail_times
         self.state_dir = state_dir
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        if self.start_file:
+            _append_line(self.start_file, structure_hash(atoms))
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.mode == "hang":
@@ -68,10 +74,15 @@ class FaultyEMT(EMT):
         if self.mode == "shape":
             self.results["forces"] = self.results["forces"][:-1]
         if self.counter_file:
-            with open(self.counter_file, "a") as f:
-                f.write(structure_hash(atoms) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            _append_line(self.counter_file, structure_hash(atoms))
+
+
+def _append_line(path: str, line: str) -> None:
+    """Append one line durably (a test counts the lines after SIGKILLs)."""
+    with open(path, "a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def sleep_interval(seconds: float) -> tuple[float, float]:
