@@ -55,7 +55,10 @@ class ProviderConfig(BaseModel):
                           "worker_init")  # fmt: skip
             given = [name for name in slurm_only if name in self.model_fields_set]
             if given or ("exclusive" in self.model_fields_set and not self.exclusive):
-                raise ValueError(f"{', '.join(given) or 'exclusive'} only apply to kind: slurm, not local")
+                names = given or ["exclusive"]
+                raise ValueError(
+                    f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} for kind: slurm only, not local"
+                )
         if max(self.init_blocks, self.min_blocks) > self.max_blocks:
             raise ValueError(
                 f"init_blocks ({self.init_blocks}) and min_blocks ({self.min_blocks}) "

@@ -50,7 +50,7 @@ def test_the_ci_config_builds_slurm_blocks_that_share_one_node(tmp_path):
 @pytest.mark.parametrize(
     "provider,message",
     [
-        ({"kind": "local", "partition": "gpu"}, r"cpu\.provider: .*partition only apply to kind: slurm"),
+        ({"kind": "local", "partition": "gpu"}, r"cpu\.provider: partition is for kind: slurm only, not local"),
         ({"kind": "slurm", "init_blocks": 3, "max_blocks": 2}, r"init_blocks \(3\).*cannot exceed max_blocks \(2\)"),
         ({"kind": "slurm", "walltime": "90 minutes"}, r"cpu\.provider\.walltime"),
         ({"kind": "slurm", "mem_per_node": 64}, r"cpu\.provider\.mem_per_node: unknown field"),
@@ -125,6 +125,27 @@ def test_an_interrupted_run_leaves_its_slurm_jobs_to_finish(tmp_path):
     provider.cancel(["17", "18"])
     assert calls and calls[0].startswith("scancel") and "17 18" in calls[0]
     assert ExecutorConfig().heartbeat_threshold_s == 120  # Parsl's default unless configured
+
+
+def test_the_submit_script_asks_slurm_for_what_the_config_says(tmp_path):
+    from potforge.engine import ProviderConfig
+    from potforge.slurm import campaign_slurm_provider, job_prefix
+
+    config = ProviderConfig(kind="slurm", partition="debug", exclusive=False, cores_per_node=2, mem_per_node_GB=3,
+                            walltime="00:20:00", scheduler_options="#SBATCH --ntasks-per-node=4")  # fmt: skip
+    provider = campaign_slurm_provider(config, tmp_path / "c" / "parsl")
+    provider.script_dir = str(tmp_path)
+    submitted: list[str] = []
+    provider.execute_wait = lambda cmd, timeout=None: (submitted.append(cmd), (0, "Submitted batch job 99", ""))[1]
+    assert provider.submit("process_worker_pool.py --x", 1, "parsl.cpu.block-0") == "99"
+    script = Path(submitted[0].split()[-1]).read_text()
+    directives = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    assert f"#SBATCH --job-name={job_prefix(tmp_path / 'c' / 'parsl')}.parsl.cpu.block-0." in script
+    assert "#SBATCH --exclusive" not in directives and "#SBATCH --partition=debug" in directives
+    assert {"#SBATCH --mem=3g", "#SBATCH --cpus-per-task=2", "#SBATCH --time=20"} <= set(directives)
+    # extra lines come after Parsl's own, so they win (sbatch takes the last of a repeated option)
+    assert directives.index("#SBATCH --ntasks-per-node=4") > directives.index("#SBATCH --ntasks-per-node=1")
+    assert "python3 -m potforge.slurm run-pool process_worker_pool.py --x" in script
 
 
 def test_a_rerun_leaves_the_processes_of_slurm_jobs_to_slurm(tmp_path, monkeypatch):
