@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU wheel on these machines; a bare `torch` would pull CUDA
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,hipnn]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job: a small active-learning campaign on EMT, then its validation report

@@ -51,7 +51,7 @@ class PotforgeCalculator(Calculator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(model, ANIEnsemble):
+        if isinstance(model, (str, Path)):
             from potforge.model.io import load_model
 
             model = load_model(model, dtype=dtype)

@@ -28,11 +28,27 @@ from potforge.units import HARTREE_EV
 
 FORMAT_NAME = "potforge-ani"
 FORMAT_VERSION = 1
+#: HIP-NN ensembles (:mod:`potforge.model.hipnn`): same container, their own hyperparameters
+HIPNN_FORMAT_NAME = "potforge-hipnn"
+HIPNN_FORMAT_VERSION = 1
 
 
-def save_model(model: ANIEnsemble, path: str | Path) -> Path:
-    """Write ``model`` to ``path`` (atomically: a crash never leaves half a file)."""
+def save_model(model, path: str | Path) -> Path:
+    """Write ``model`` (an ANI or HIP-NN ensemble) to ``path`` (atomically: a crash never
+    leaves half a file)."""
     path = Path(path)
+    if getattr(model, "architecture", "ani") == "hipnn":
+        hyper = {
+            "format": HIPNN_FORMAT_NAME,
+            "version": HIPNN_FORMAT_VERSION,
+            "hipnn": model.params.to_dict(),
+            "n_members": model.n_members,
+            "self_energies_eV": list(model.self_energies_eV),
+            "metadata": model.metadata,
+        }
+        tensors = {k: v.detach().cpu().to(torch.float64).contiguous() for k, v in model.networks.state_dict().items()}
+        durable.write_torch(path, {"hyperparameters": json.dumps(hyper), "tensors": tensors})
+        return path
     hyper = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -59,9 +75,9 @@ def resolve_model_path(spec: str | Path) -> Path:
     return Path(spec)
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> ANIEnsemble:
-    """Load a model: a potforge ``.pt`` file, a NeuroChem ``.info`` file, or a published model
-    by name (``"ani-al"``)."""
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """Load a model: a potforge ``.pt`` file (an ANI or a HIP-NN ensemble, as the file says),
+    a NeuroChem ``.info`` file, or a published model by name (``"ani-al"``)."""
     path = resolve_model_path(path)
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist")
@@ -74,7 +90,7 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str
     return model.to(dtype=dtype, device=device)
 
 
-def _load_potforge(path: Path) -> ANIEnsemble:
+def _load_potforge(path: Path):
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
@@ -85,6 +101,8 @@ def _load_potforge(path: Path) -> ANIEnsemble:
         raise ModelFileError(f"{path} is not a potforge model file (missing hyperparameters or tensors)")
     try:
         hyper = json.loads(blob["hyperparameters"])
+        if isinstance(hyper, dict) and hyper.get("format") == HIPNN_FORMAT_NAME:
+            return _load_hipnn(path, hyper, blob["tensors"])
         if hyper.get("format") != FORMAT_NAME:
             raise ModelFileError(f"{path}: unknown format {hyper.get('format')!r}")
         if int(hyper.get("version", 0)) > FORMAT_VERSION:
@@ -110,6 +128,35 @@ def _load_potforge(path: Path) -> ANIEnsemble:
         if not isinstance(tensors[k], torch.Tensor) or tuple(tensors[k].shape) != tuple(v.shape):
             raise ModelFileError(f"{path}: weight {k} has the wrong shape")
     model = model.to(torch.float64)  # before loading, or float32 parameters would round the weights
+    model.networks.load_state_dict({k: tensors[k].to(torch.float64) for k in expected})
+    return model
+
+
+def _load_hipnn(path: Path, hyper: dict, tensors: dict):
+    """A HIP-NN ensemble rebuilt from its recorded hyperparameters, then its weights checked
+    against the rebuilt network's and loaded (in float64, before any conversion)."""
+    from potforge.model.hipnn import HipnnEnsemble, HipnnParams
+
+    if int(hyper.get("version", 0)) > HIPNN_FORMAT_VERSION:
+        raise ModelFileError(f"{path}: written by a newer potforge (format version {hyper['version']})")
+    try:
+        model = HipnnEnsemble(
+            HipnnParams.from_dict(hyper["hipnn"]),
+            int(hyper["n_members"]),
+            self_energies=hyper["self_energies_eV"],
+            metadata=hyper.get("metadata", {}),
+            seed=None,
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: invalid HIP-NN hyperparameters ({exc})") from None
+    expected = model.networks.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise ModelFileError(f"{path}: weights missing for {', '.join(missing[:4])}")
+    for k, v in expected.items():
+        if not isinstance(tensors[k], torch.Tensor) or tuple(tensors[k].shape) != tuple(v.shape):
+            raise ModelFileError(f"{path}: weight {k} has the wrong shape")
+    model = model.to(torch.float64)
     model.networks.load_state_dict({k: tensors[k].to(torch.float64) for k in expected})
     return model
 

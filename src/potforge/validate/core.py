@@ -412,12 +412,12 @@ def model_evaluator(model: Any, *, label: str | None = None, dtype=None, workdir
     constants from 0.25 % strains need it."""
     import torch
 
-    from potforge.model import ANIEnsemble, load_model
+    from potforge.model import ANIEnsemble, Potential, load_model
     from potforge.oracle import Oracle, get_oracle
 
     if isinstance(model, Evaluator):
         return model
-    if isinstance(model, ANIEnsemble):
+    if isinstance(model, (ANIEnsemble, Potential)):  # any architecture's ensemble (HIP-NN too)
         return ModelEvaluator(model, label or "model")
     if isinstance(model, Oracle):
         return OracleEvaluator(model, label or model.name.upper(), workdir)
