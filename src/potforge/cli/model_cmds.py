@@ -106,12 +106,13 @@ def info_cmd(model: str = typer.Argument(..., help="Model file (.pt), NeuroChem 
     from potforge.model import load_model
 
     ensemble = load_model(model, dtype=parse_dtype("float64"))
-    summary = {
-        "elements": list(ensemble.elements),
-        "members": ensemble.n_members,
-        "layer_sizes": list(ensemble.networks.layer_sizes),
-        "aev": ensemble.aev_params.to_dict(),
-        "self_energies_eV": ensemble.self_energies_eV,
-        "metadata": ensemble.metadata,
-    }
+    summary = {"architecture": getattr(ensemble, "architecture", "ani"), "elements": list(ensemble.elements),
+               "members": ensemble.n_members}  # fmt: skip
+    if summary["architecture"] == "hipnn":
+        summary["hipnn"] = ensemble.params.to_dict()
+    else:
+        summary["layer_sizes"] = list(ensemble.networks.layer_sizes)
+        summary["aev"] = ensemble.aev_params.to_dict()
+    summary["self_energies_eV"] = ensemble.self_energies_eV
+    summary["metadata"] = ensemble.metadata
     typer.echo(json.dumps(summary, indent=2))

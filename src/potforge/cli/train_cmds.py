@@ -42,6 +42,9 @@ def train_cmd(
     db: str = typer.Option(..., "--db", help="Dataset (SQLite file or postgresql:// URL)."),
     out: Path = typer.Option(..., "--out", help="Model directory: model.pt, metrics.json, plots, checkpoint."),
     init: str = typer.Option(None, "--init", help="Warm start from this model (file, or 'ani-al')."),
+    architecture: str = typer.Option(
+        None, "--architecture", help="ani (default) or hipnn (HIP-NN through hippynn; docs/hipnn.md)."
+    ),
     config: Path = typer.Option(None, "--config", help="YAML with training settings (or a campaign config)."),
     epochs: int = typer.Option(None, "--epochs", help="Maximum epochs."),
     members: int = typer.Option(None, "--members", help="Ensemble size (default 8)."),
@@ -64,6 +67,7 @@ def train_cmd(
     cfg = load_train_config(
         config,
         {
+            "architecture": architecture,
             "max_epochs": epochs,
             "n_members": members,
             "batch_size": batch_size,

@@ -315,9 +315,10 @@ class HipnnEnsemble(nn.Module):
         if not want_forces:
             energies = self.member_energies(batch, graph, keep, base, members)
             return (energies, None, None) if want_stress else (energies, None)
-        vec = base.unsqueeze(0).repeat(m, 1, 1).requires_grad_(True)
-        energies = self.member_energies(batch, graph, keep, vec, members)
-        (gvec,) = torch.autograd.grad(energies.sum(), vec, create_graph=create_graph)  # (M, P, 3)
+        with torch.enable_grad():  # forces are a gradient, whatever the caller's mode
+            vec = base.unsqueeze(0).repeat(m, 1, 1).requires_grad_(True)
+            energies = self.member_energies(batch, graph, keep, vec, members)
+            (gvec,) = torch.autograd.grad(energies.sum(), vec, create_graph=create_graph)  # (M, P, 3)
         sub = _SubGraph(graph, keep)
         gvec = gvec.to(batch.positions.dtype).permute(1, 0, 2)  # (P, M, 3)
         forces = edge_to_atom_forces(gvec, sub, batch.n_atoms)
@@ -347,8 +348,7 @@ class HipnnEnsemble(nn.Module):
                 member_e = self.member_energies(batch, graph, keep, base)
             energy, var = member_moments(member_e)
             return EnergyPrediction(energy=energy, member_energies=member_e, energy_std=var.sqrt())
-        with torch.enable_grad():
-            out = self.predict_with_grad(batch, True, stress, create_graph=False, geometry=(graph, keep))
+        out = self.predict_with_grad(batch, True, stress, create_graph=False, geometry=(graph, keep))
         member_e, f = out[0].detach(), out[1].detach()
         w = out[2].detach() if stress else None
         energy, var = member_moments(member_e)

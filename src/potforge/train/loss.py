@@ -33,7 +33,10 @@ def member_slices(n_members: int, chunk: int | None) -> list[slice]:
 
 def geometry_of(model: ANIEnsemble, batch: AtomsBatch) -> tuple:
     """Neighbour graph, edge vectors, AEV operator and AEVs of ``batch``: what every member
-    shares, computed once per batch however the members are chunked."""
+    shares, computed once per batch however the members are chunked (for another architecture,
+    what its own ``edges`` gives)."""
+    if not isinstance(model, ANIEnsemble):
+        return model.edges(batch)
     graph, vec, op = model.aev_operator(batch)
     return graph, vec, op, op.forward()
 
@@ -50,7 +53,10 @@ def predict_with_grad(
     the network weights, and with ``want_stress`` (it needs ``want_forces``) also every member's
     virial dE/d(strain) (M, B, 3, 3) eV, i.e. volume × stress. ``members``: only those (M is
     their number); ``geometry``: :func:`geometry_of` the batch, to share it between calls. The
-    geometry (neighbour graph, AEVs) carries no gradient."""
+    geometry (neighbour graph, AEVs) carries no gradient. Another architecture (HIP-NN) gives its
+    own ``predict_with_grad``, forces by autograd with ``create_graph``."""
+    if not isinstance(model, ANIEnsemble):
+        return model.predict_with_grad(batch, want_forces, want_stress, members, geometry=geometry)
     graph, vec, op, aev = geometry if geometry is not None else geometry_of(model, batch)
     atomic, grad_aev = model.atomic_terms(aev, batch.species, want_grad=want_forces, members=members)
     energies = model.system_energies(atomic, batch)

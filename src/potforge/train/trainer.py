@@ -56,8 +56,14 @@ def _dtype(name: str) -> torch.dtype:
     return torch.float32 if name == "float32" else torch.float64
 
 
-def build_model(elements: tuple[str, ...], config: TrainConfig, self_energies: list[float]) -> ANIEnsemble:
-    """A freshly initialised ensemble (members drawn independently from ``config.seed``)."""
+def build_model(elements: tuple[str, ...], config: TrainConfig, self_energies: list[float]):
+    """A freshly initialised ensemble of ``config.architecture`` (members drawn independently
+    from ``config.seed``)."""
+    if config.architecture == "hipnn":
+        from potforge.model.hipnn import build_hipnn
+
+        model = build_hipnn(elements, config.n_members, self_energies, config.seed, **config.hipnn.model_dump())
+        return model.to(_dtype(config.dtype))
     aev = AEVParams.from_dict({**AEVParams.ani_al().to_dict(), "elements": list(elements)})
     sizes = (aev.n_features, *config.hidden_layers, 1)
     model = ANIEnsemble(aev, sizes, config.n_members, self_energies=self_energies, metadata={"trained_by": "potforge"})
@@ -65,11 +71,16 @@ def build_model(elements: tuple[str, ...], config: TrainConfig, self_energies: l
     return model.to(_dtype(config.dtype))
 
 
-def warm_start(previous: ANIEnsemble, elements: tuple[str, ...], config: TrainConfig, sae: list[float]) -> ANIEnsemble:
+def warm_start(previous, elements: tuple[str, ...], config: TrainConfig, sae: list[float]):
     """A copy of ``previous`` with refitted self energies; each element's output bias absorbs the
     change, so the warm-started model predicts exactly what ``previous`` did."""
     if tuple(previous.elements) != tuple(elements):
         raise ModelFileError(f"warm start needs a model for {elements}, got one for {previous.elements}")
+    kind = getattr(previous, "architecture", "ani")
+    if kind != config.architecture:
+        raise ModelFileError(f"warm start needs a {config.architecture} model, got a {kind} one")
+    if kind == "hipnn":
+        return _warm_start_hipnn(previous, elements, config, sae)
     if previous.n_members != config.n_members or list(previous.networks.layer_sizes[1:-1]) != config.hidden_layers:
         raise ModelFileError("warm start needs the same members and layer sizes as the training config")
     model = build_model(elements, config, sae)
@@ -78,6 +89,19 @@ def warm_start(previous: ANIEnsemble, elements: tuple[str, ...], config: TrainCo
         for k, el in enumerate(elements):
             _, b = model.networks.layer(el, model.networks.n_layers - 1)
             b += previous.self_energies_eV[k] - sae[k]
+    return model
+
+
+def _warm_start_hipnn(previous, elements: tuple[str, ...], config: TrainConfig, sae: list[float]):
+    """HIP-NN: the non-interacting read-out (a weight per element on the one-hot species)
+    absorbs the change of self energies."""
+    model = build_model(elements, config, sae)
+    if previous.n_members != config.n_members or previous.params != model.params:
+        raise ModelFileError("warm start needs the same members and HIP-NN settings as the training config")
+    model.networks.load_state_dict(previous.networks.state_dict())
+    with torch.no_grad():
+        w = model.networks.energy__layers__0__weight  # (M, 1, n_elements)
+        w += torch.tensor([p - s for p, s in zip(previous.self_energies_eV, sae, strict=True)], dtype=w.dtype)
     return model
 
 
@@ -339,6 +363,8 @@ def _trajectory_settings(config_json: str) -> dict:
         settings = TrainConfig.model_validate(settings).model_dump(mode="json")
     except ValueError:
         pass
+    if settings.get("architecture", "ani") == "ani":
+        settings.pop("hipnn", None)  # HIP-NN's settings do not touch an ANI run
     return {k: v for k, v in settings.items() if k not in _BUDGETS}
 
 
