@@ -18,7 +18,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from potforge.cli import campaign_cmds, data_cmds, export_cmds, model_cmds, table1_cmds, train_cmds, validate_cmds  # noqa: E402, F401  (registers commands)
+from potforge.cli import (  # noqa: E402, F401  (registers commands)
+    campaign_cmds,
+    compare_cmds,
+    data_cmds,
+    export_cmds,
+    model_cmds,
+    table1_cmds,
+    train_cmds,
+    validate_cmds,
+)
 
 
 def _terminated(signum: int, frame: object) -> None:
