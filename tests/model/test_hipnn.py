@@ -200,3 +200,11 @@ def test_model_file_with_wrong_shapes_is_refused(tmp_path):
 def test_params_round_trip():
     p = HipnnParams(elements=("Al", "Cu"), n_features=8, tensor_order=1)
     assert HipnnParams.from_dict(p.to_dict()) == p
+
+
+def test_kim_export_refuses_a_hipnn_model_in_one_line(tmp_path):
+    from potforge.export.kim import KimExportError, export_kim
+
+    path = save_model(make_model(), tmp_path / "m.pt")
+    with pytest.raises(KimExportError, match="ANI models; this is a hipnn model"):
+        export_kim(path, tmp_path / "kim")

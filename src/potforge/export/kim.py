@@ -174,6 +174,8 @@ def export_kim(model: ANIEnsemble | str | Path, out_dir: str | Path, name: str |
     spec = model
     if not isinstance(model, ANIEnsemble):
         model = load_model(model, dtype=torch.float64)
+    if not isinstance(model, ANIEnsemble):
+        raise KimExportError(f"the KIM driver evaluates ANI models; this is a {model.architecture} model")
     model_name = (
         check_model_name(name) if name else default_model_name(spec if not isinstance(spec, ANIEnsemble) else "model")
     )
