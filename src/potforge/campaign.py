@@ -23,14 +23,23 @@ import yaml
 from pydantic import ValidationError
 
 from potforge import durable
+from potforge.campaign_sampling import (
+    FrameStream,
+    StageFailed,  # noqa: F401 (re-exported: a dead worker's one-line error)
+    legacy_sampling,
+    queue_frame,
+    run_sampling,
+    sampling_workers,
+    stage_failure,
+)
 from potforge.census import dataset_census, generation_census
 from potforge.config import CampaignConfig
 from potforge.data import DatasetStore, Provenance
 from potforge.data.plausibility import apply_policy
 from potforge.data.store import redact
 from potforge.engine import Engine
-from potforge.errors import ConfigError, PotforgeError
-from potforge.labeling import label_pending
+from potforge.errors import ConfigError
+from potforge.labeling import StreamingLabeller, label_pending
 from potforge.oracle import get_oracle
 from potforge.properties import learning_curve_point
 from potforge.records import FlaggedFrame, SampleSummary
@@ -92,9 +101,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
-#: Settings that say where a stage runs, not what it computes: a campaign started on a laptop
-#: may go on on a GPU node.
-_PLACEMENT = (("training", "device"), ("training", "member_chunk"), ("sampler", "device"))
+#: Settings that say where or how a stage runs, not what it computes: a campaign started on a
+#: laptop may go on on a GPU node, with more sampling workers, with or without streaming labels.
+_PLACEMENT = (("training", "device"), ("training", "member_chunk"), ("sampler", "device"), ("sampler", "workers"),
+              ("loop", "streaming_labels"))  # fmt: skip
 
 
 def _comparable(recorded: dict | None) -> dict:
@@ -152,29 +162,9 @@ def flagged_frames(sampling_dir: Path) -> list[FlaggedFrame]:
 
 
 def ingest_flagged(store: DatasetStore, sampling_dir: Path, oracle_name: str, oracle_hash: str) -> int:
-    """Queue the frames the sampler flagged as pending rows (identical frames are skipped)."""
-    added = 0
-    for rec in flagged_frames(sampling_dir):
-        atoms = rec.atoms()
-        u = rec.uncertainty
-        prov = Provenance(
-            source="active_learning",
-            generation=rec.generation + 1,
-            trajectory=rec.traj,
-            sim_time_fs=rec.sim_time_fs,
-            energy_std_eV=u.get("energy_eV_per_sqrt_atom", 0.0) * len(atoms) ** 0.5 if u else None,
-            force_std_max_eV_A=u.get("force_max_eV_per_A"),
-            extra={
-                "outcome": rec.outcome,
-                "reason": rec.reason,
-                "uncertainty": u,
-                "schedule": rec.schedule,
-                "strain": rec.strain,
-                "pressure": rec.pressure,
-            },
-        )
-        added += store.add_pending(atoms, prov, oracle_name, oracle_hash) is not None
-    return added
+    """Queue the frames the sampler flagged as pending rows (identical frames, and frames
+    already queued while sampling ran, are skipped)."""
+    return sum(queue_frame(store, rec, oracle_name, oracle_hash) for rec in flagged_frames(sampling_dir))
 
 
 def continuation_starts(directory: Path, g: int) -> list[str]:
@@ -373,16 +363,8 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                 )
                 show({"stage": "sample", "generation": g})
                 starts = continuation_starts(directory, g) if config.sampler.continue_fraction > 0 else []
-                future = engine.submit(
-                    "gpu", sample_stage, str(model_path(directory, g)), str(gdir / "sampling"),
-                    sampler.model_dump_json(), cells.model_dump_json(), config.seed, g, config.sampler.threads,
-                    config.loop.target_median_time_to_flag_fs, starts,
-                )  # fmt: skip
-                summary = _wait(
-                    future,
-                    gdir / "sampling" / "status.json",
-                    lambda s, g=g: show({"stage": "sample", "generation": g, **s}),
-                )
+                summary = _sample(config, directory, g, sampler, cells.model_dump_json(), starts, engine, store,
+                                  oracle, show)  # fmt: skip
                 keys = ("flagged", "trajectories", "censored", "total_steps", "median_time_to_flag_fs",
                         "survival_at_target", "stop_reason")  # fmt: skip
                 census = generation_census(gdir / "sampling").model_dump(mode="json")
@@ -392,8 +374,15 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
                 warnings = not_learning(config, state.history, summary)
                 for message in warnings:
                     show({"stage": "warning", "generation": g, "message": message})
+                while_sampling = {  # frames of this generation queued and labelled while it sampled
+                    "queued_while_sampling": store.count(source="active_learning", generation=g + 1,
+                                                         oracle_hash=oracle.settings_hash()),
+                    "labelled_while_sampling": store.count(status="ok", source="active_learning", generation=g + 1,
+                                                           oracle_hash=oracle.settings_hash()),
+                }  # fmt: skip
                 done(f"g{g:03d}:sample", {**{k: summary.get(k) for k in keys}, "census": census,
-                                          "thresholds": thresholds, "warnings": warnings})  # fmt: skip
+                                          "thresholds": thresholds, "warnings": warnings,
+                                          "workers": summary.get("workers", 1), **while_sampling})  # fmt: skip
             # --- queue the flagged frames for labelling -----------------------------------------
             if f"g{g:03d}:queue" not in state.done:
                 queued = ingest_flagged(store, gdir / "sampling", oracle.name, oracle.settings_hash())
@@ -410,7 +399,11 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
             elif config.loop.max_walltime_s is not None and state.walltime_s >= config.loop.max_walltime_s:
                 state.stop_reason = f"wall-time budget ({config.loop.max_walltime_s:g} s) reached"
             if state.stop_reason:
-                if config.loop.final_training and store.count(status="pending", oracle_hash=oracle.settings_hash()):
+                oracle_hash = oracle.settings_hash()
+                unlabelled = store.count(status="pending", oracle_hash=oracle_hash)
+                # streamed labels: this generation's frames may be labelled already, not yet trained on
+                fresh = store.count(source="active_learning", generation=g + 1, oracle_hash=oracle_hash)
+                if config.loop.final_training and (unlabelled or fresh):
                     # the last generation's flagged frames were paid for in sampling: label them and
                     # train the final model on them too, rather than leave them pending
                     state.stop_reason += "; the final model is trained on the last generation's frames"
@@ -420,15 +413,36 @@ def run_campaign(config: CampaignConfig, directory: str | Path, progress: Progre
             state.save(directory)
 
 
+def _sample(config: CampaignConfig, directory: Path, g: int, sampler, cells_json: str, starts: list[str],
+            engine: Engine, store: DatasetStore, oracle, show: Progress) -> dict:  # fmt: skip
+    """Generation g's sampling over its workers, its certain frames labelled meanwhile when
+    ``loop.streaming_labels`` (not for the last generation when no final training would use them)."""
+    sdir = generation_dir(directory, g) / "sampling"
+    report = lambda s: show({"stage": "sample", "generation": g, **s})  # noqa: E731
+    args = (str(model_path(directory, g)), str(sdir))
+    target = config.loop.target_median_time_to_flag_fs
+    if legacy_sampling(sdir):  # started in place by an earlier potforge: finished the same way
+        future = engine.submit("gpu", sample_stage, *args, sampler.model_dump_json(), cells_json, config.seed, g,
+                               config.sampler.threads, target, starts)  # fmt: skip
+        return _wait(future, sdir / "status.json", report)
+    workers = sampling_workers(config, sdir)
+    stream = labeller = None
+    last = g + 1 >= config.loop.max_generations
+    if config.loop.streaming_labels and (config.loop.final_training or not last):
+        stream = FrameStream(store, sdir, workers, sampler.max_flagged, sampler.max_trajectories, g, oracle.name,
+                             oracle.settings_hash())  # fmt: skip
+        lab = config.labeling
+        labeller = StreamingLabeller(store, oracle, engine, directory / "work", chunk_size=lab.chunk_size,
+                                     timeout_s=lab.timeout_s, max_attempts=lab.max_attempts)  # fmt: skip
+    return run_sampling(engine, sdir, *args[:1], sampler, cells_json, config.seed, g, config.sampler.threads, target,
+                        starts, workers, report, stream, labeller)  # fmt: skip
+
+
 def _finish(state: CampaignState, directory: Path, show: Progress, g: int) -> CampaignState:
     state.finished = True
     state.save(directory)
     show({"stage": "finished", "generation": g, "reason": state.stop_reason})
     return state
-
-
-class StageFailed(PotforgeError):
-    """A stage's worker process died under it (killed by the OS, out of memory, a lost node)."""
 
 
 def _wait(future, status_file: Path, report: Callable[[dict], None], poll_s: float = 1.0) -> dict:
@@ -449,19 +463,14 @@ def _wait(future, status_file: Path, report: Callable[[dict], None], poll_s: flo
     try:
         return future.result()
     except Exception as exc:
-        from parsl.executors.errors import ExecutorError
-        from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
-
-        if isinstance(exc, (WorkerLost, ManagerLost, ExecutorError)):
-            stage = (
-                status_file.parent.relative_to(status_file.parents[2])
-                if len(status_file.parents) > 2
-                else status_file.parent
-            )
-            raise StageFailed(
-                f"the worker running {stage} died ({type(exc).__name__}: killed by the operating system or out of "
-                "memory?); its checkpoint is kept: run the same command again to resume it"
-            ) from None
+        stage = (
+            status_file.parent.relative_to(status_file.parents[2])
+            if len(status_file.parents) > 2
+            else status_file.parent
+        )
+        failed = stage_failure(exc, str(stage))
+        if failed is not None:
+            raise failed from None
         raise
 
 

@@ -75,6 +75,11 @@ class LoopConfig(BaseModel):
         None, ge=1, description="epoch cap of that final training (default: later_max_epochs, or the same)"
     )
     sampling_cells: RandomCellSpec | None = Field(None, description="MD starting cells (default: initial.cells)")
+    streaming_labels: bool = Field(
+        True,
+        description="label a generation's flagged frames while it samples (those certain to be among its "
+        "max_flagged, in trajectory-id order), not after; the same frames either way",
+    )
 
 
 class ValidationConfig(BaseModel):

@@ -112,6 +112,28 @@ class EngineConfig(BaseModel):
     run_dir: str | None = Field(None, description="Parsl's log directory (default: <campaign>/parsl)")
 
 
+def executor_workers(cfg: EngineConfig, kind: str) -> int:
+    """How many tasks the executor for ``kind`` (``cpu``/``gpu``, falling back to the first
+    executor, as :meth:`Engine.executor_for`) runs at once at full scale: workers per node
+    (``max_workers_per_node``; one per accelerator when ``available_accelerators`` is given,
+    at most ``max_workers_per_node``; else one per ``cores_per_worker`` of a node's cores) x
+    ``nodes_per_block`` x ``max_blocks``. The local and threads engines: ``max_workers`` (default
+    one per core)."""
+    if cfg.kind != "parsl" or not cfg.executors:
+        return cfg.max_workers or _cores()
+    label = kind if kind in cfg.executors else next(iter(cfg.executors))
+    ex = cfg.executors[label]
+    per_node = ex.max_workers_per_node
+    accelerators = ex.available_accelerators
+    if accelerators is not None:
+        n_acc = accelerators if isinstance(accelerators, int) else len(accelerators)
+        per_node = n_acc if per_node is None else min(per_node, n_acc)
+    if per_node is None:
+        cores = ex.provider.cores_per_node if ex.provider.kind == "slurm" else _cores()
+        per_node = max(1, int((cores or 1) // ex.cores_per_worker))
+    return max(1, per_node * ex.provider.nodes_per_block * ex.provider.max_blocks)
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -138,3 +138,72 @@ def label_pending(
         if progress and n:
             progress(min(done, total), total)
     return report
+
+
+class StreamingLabeller:
+    """Label pending frames while something else runs (a generation's sampling): call
+    :meth:`step` as often as convenient; it stores finished results and sends fresh pending
+    frames to the ``cpu`` executor. Frames arrive one at a time, so chunks form by themselves:
+    whatever is pending goes out when nothing is in flight, and while something is, only full
+    chunks of ``chunk_size`` go. Every guarantee of :func:`label_pending` holds (a result is in
+    the inbox before its task is reported done; frames in flight, or claimed by a live worker of
+    an earlier run, are never sent twice), and :func:`label_pending` takes over whatever is left."""
+
+    def __init__(
+        self,
+        store: DatasetStore,
+        oracle: Oracle,
+        engine: Engine,
+        workdir: str | Path,
+        *,
+        chunk_size: int = 8,
+        timeout_s: float | None = 3600.0,
+        max_attempts: int = 3,
+    ) -> None:
+        self.store, self.engine = store, engine
+        self.inbox = Path(workdir) / "inbox"
+        self.scratch = Path(workdir) / "scratch"
+        self.chunk_size, self.timeout_s, self.max_attempts = chunk_size, timeout_s, max_attempts
+        self.oracle_hash = oracle.settings_hash()
+        self.spec = oracle.spec()
+        self.report = LabelingReport()
+        self.in_flight: list[tuple[object, set[str]]] = []  # (future, its task ids)
+
+    def _reap(self) -> None:
+        still = []
+        for fut, ids in self.in_flight:
+            if fut.done():
+                fut.result()  # surfaces engine errors (not oracle failures: those are data)
+            else:
+                still.append((fut, ids))
+        self.in_flight = still
+        # after reaping: a finished task's result was in the inbox before its future was done
+        ingest_inbox(self.store, self.inbox, self.max_attempts, self.report)
+
+    def step(self, flush: bool = False) -> None:
+        """Store what has finished; send what is pending and neither in flight nor claimed (while
+        something is in flight, in full chunks only, unless ``flush``)."""
+        self._reap()
+        busy = set().union(*(ids for _, ids in self.in_flight))
+        fresh = [
+            (tid, at)
+            for tid, at in self.store.pending_tasks(self.oracle_hash)
+            if tid not in busy and not claim_is_live(self.inbox, tid)
+        ]
+        if self.in_flight and not flush:
+            fresh = fresh[: len(fresh) - len(fresh) % self.chunk_size]  # full chunks only
+        for chunk in _chunks(fresh, self.chunk_size):
+            fut = self.engine.submit(
+                "cpu", label_many, self.spec, chunk, str(self.inbox), str(self.scratch), self.timeout_s
+            )
+            self.in_flight.append((fut, {tid for tid, _ in chunk}))
+
+    def finish(self, poll_s: float = 0.5) -> LabelingReport:
+        """Send what is pending (once: retries of failures are :func:`label_pending`'s), wait for
+        the calculations in flight and store them."""
+        self.step(flush=True)
+        while self.in_flight:
+            time.sleep(poll_s)
+            self._reap()
+        self._reap()
+        return self.report

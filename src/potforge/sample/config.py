@@ -136,11 +136,19 @@ class SamplerConfig(BaseModel):
     run its own budget ``schedule.t_max_fs`` (survived). ``max_flagged`` counts in trajectory-id
     order: the generation ends once trajectories 0..j are all finished and hold
     ``max_flagged`` flagged frames; later trajectories are not used, so the result does not
-    depend on which trajectory finished first. ``max_walltime_s`` caps the whole generation;
-    trajectories it cuts are censored."""
+    depend on which trajectory finished first, nor on how many ``workers`` share the
+    trajectories (:mod:`potforge.sample.fanout`). ``max_walltime_s`` caps each worker's
+    sampling; trajectories it cuts are censored."""
 
     model_config = ConfigDict(extra="forbid")
-    replicas: int = Field(32, ge=1, description="trajectories run at once")
+    replicas: int = Field(32, ge=1, description="trajectories run at once (per worker)")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="sampling tasks a generation's trajectories are dealt over (round-robin by id), each a "
+        "batched sampler of `replicas`; the result does not depend on it (default: 1 with the local engine, the "
+        "gpu executor's workers with engine.kind parsl)",
+    )
     max_trajectories: int = Field(128, ge=1, description="trajectories per generation at most")
     timestep_fs: float = Field(1.0, gt=0)
     friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction γ, 1/fs")

@@ -32,6 +32,7 @@ from potforge.md.forces import Forces
 from potforge.model.interface import Potential
 from potforge.records import CensusPoint, FlaggedFrame, SampleSummary, TrajectoryOutcome
 from potforge.sample.config import SamplerConfig
+from potforge.sample.fanout import FINISHED, PUBLISH_EVERY_S, Exchange, global_cut
 from potforge.sample.schedule import draw_drive
 from potforge.sample.survival import median_time_to_flag, survival_at
 from potforge.structures import RandomCellSpec, random_cell
@@ -89,7 +90,18 @@ class Sampler:
         generation: int,
         target_fs: float | None = None,
         starts: list[FlaggedFrame] | None = None,
+        worker: int = 0,
+        workers: int = 1,
+        flagged_dir: str | Path | None = None,
+        exchange: Exchange | None = None,
     ) -> None:
+        """``worker`` of ``workers``: this sampler runs trajectory ids worker, worker + workers,
+        ... (:mod:`potforge.sample.fanout`), stores its flagged frames in ``flagged_dir``
+        (default ``out_dir/flagged``) and shares its finished trajectories through ``exchange``."""
+        if not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} of {workers}")
+        self.worker, self.workers = worker, workers
+        self.exchange = exchange
         self.model = model
         # the previous generation's flagged frames that trajectories 0, 1, ... continue from
         self.starts = list(starts or [])[: int(config.continue_fraction * config.max_trajectories)]
@@ -97,6 +109,7 @@ class Sampler:
         self.config = config
         self.cell_spec = cell_spec
         self.out_dir = Path(out_dir)
+        self.flagged_dir = Path(flagged_dir) if flagged_dir is not None else self.out_dir / FLAGGED_DIR
         self.seed = seed
         self.generation = generation
         self.forces = md.EnsembleForces(model, skin_A=config.neighbor_skin_A)
@@ -105,7 +118,8 @@ class Sampler:
             config.timestep_fs, config.friction_per_fs, p.barostat_tau_fs, p.compressibility_per_GPa, p.barostat_every
         )
         self.state: md.MDState | None = None
-        self.next_traj = 0
+        self.next_traj = worker  # the next id this sampler starts
+        self._published = True  # whether the exchange holds every finished trajectory
         self.total_steps = 0
         self.walltime_s = 0.0
         self.outcomes: dict[int, TrajectoryOutcome] = {}
@@ -135,16 +149,28 @@ class Sampler:
     def _events_so_far(self) -> int:
         return sum(o.is_event for o in self.outcomes.values())
 
+    def _known(self) -> dict[int, bool]:
+        """id -> is an event, for every finished trajectory this sampler knows of (its own and
+        what the other workers published)."""
+        known = dict(self.exchange.peers()) if self.exchange is not None else {}
+        known.update({k: o.is_event for k, o in self.outcomes.items() if o.outcome in FINISHED})
+        return known
+
+    def _events_below(self, k: int) -> int:
+        if self.exchange is None:  # alone: every finished trajectory lies below the next one
+            return self._events_so_far()
+        return sum(event for j, event in self._known().items() if j < k)
+
     def _fill(self) -> None:
         """Start trajectories (in id order) into free slots, their forces in one batched call."""
         cfg = self.config
         running = 0 if self.state is None else self.state.n_systems
         fresh = []
         while running + len(fresh) < cfg.replicas and self.next_traj < cfg.max_trajectories:
-            if self._events_so_far() >= cfg.max_flagged:
-                break  # the max_flagged-th event is among the trajectories already started
+            if self._events_below(self.next_traj) >= cfg.max_flagged:
+                break  # the max_flagged-th event lies below this trajectory: it would not be used
             fresh.append(self._spawn(self.next_traj))
-            self.next_traj += 1
+            self.next_traj += self.workers
         if not fresh:
             return
         new = md.concat(fresh)
@@ -160,16 +186,9 @@ class Sampler:
             self.state = new if self.state is None or not self.state.n_systems else md.concat([self.state, new])
 
     def _cut(self) -> int | None:
-        """The id j of the ``max_flagged``-th event if trajectories 0..j are all finished."""
-        count = 0
-        for k in range(self.next_traj):
-            o = self.outcomes.get(k)
-            if o is None:
-                return None
-            count += o.is_event
-            if count >= self.config.max_flagged:
-                return k
-        return None
+        """The id j of the ``max_flagged``-th event if trajectories 0..j are all finished (by
+        this sampler or, fanned out, by any worker)."""
+        return global_cut(self._known(), self.config.max_flagged, self.config.max_trajectories)
 
     def _finish(self, state: md.MDState, b: int, outcome: str, reason: str, measures: dict) -> None:
         """Record system ``b`` of ``state`` as ended (its frame stored if it is an event)."""
@@ -205,13 +224,14 @@ class Sampler:
                 census=point,
                 parent=self.parents.get(k),
             )
-            frame.write(self.out_dir / FLAGGED_DIR / f"{self.traj_id(k)}.json")
+            frame.write(self.flagged_dir / f"{self.traj_id(k)}.json")
             self.census.setdefault(k, []).append(point)
         self.outcomes[k] = TrajectoryOutcome(
             traj=self.traj_id(k), outcome=outcome, reason=reason, time_fs=t, steps=int(state.steps[b]),
             n_atoms=n, uncertainty=measures, census=self.census.pop(k, []), parent=self.parents.get(k),
         )  # fmt: skip
         self.sane.pop(k, None)
+        self._published = False
 
     # --- one step --------------------------------------------------------------------------------
     def _step(self) -> None:
@@ -302,6 +322,14 @@ class Sampler:
         }
         durable.write_torch(self.out_dir / STATE_FILE, payload)
 
+    def publish(self) -> None:
+        """Checkpoint, then tell the other workers which trajectories have finished: only what a
+        checkpoint holds is published, so a kill never takes a published outcome back."""
+        self.save()
+        if self.exchange is not None:
+            self.exchange.publish(self.outcomes.items())
+        self._published = True
+
     def load(self, path: Path) -> None:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
@@ -332,6 +360,8 @@ class Sampler:
             self.load(state_path)
         start = time.time() - self.walltime_s
         last_save = time.time()
+        if self.exchange is not None:
+            self.publish()  # what the checkpoint holds (the file may predate a kill)
         while True:
             cut = self._cut()
             if cut is not None:
@@ -346,14 +376,17 @@ class Sampler:
                 break
             self._step()
             self.walltime_s = time.time() - start
-            if time.time() - last_save > cfg.checkpoint_every_s:
-                self.save()
+            due = cfg.checkpoint_every_s
+            if self.exchange is not None and not self._published:
+                due = min(due, PUBLISH_EVERY_S)
+            if time.time() - last_save > due:
+                self.publish()
                 last_save = time.time()
             if progress:
                 progress(self.status())
         summary = self._summarise(stop_reason, cut)
         summary.write(self.out_dir / SUMMARY_FILE)
-        self.save()
+        self.publish()
         return summary
 
     def _summarise(self, stop_reason: str, cut: int | None) -> SampleSummary:
@@ -389,7 +422,7 @@ class Sampler:
         used = list(self.outcomes.values())
         return {
             "replicas": 0 if self.state is None else self.state.n_systems,
-            "trajectories": self.next_traj,
+            "trajectories": len(range(self.worker, self.next_traj, self.workers)),
             "flagged": self._events_so_far(),
             "total_steps": self.total_steps,
             "median_time_to_flag_fs": median_time_to_flag(used),
