@@ -35,7 +35,7 @@ Uncertainty measures are the ensemble's, defined as for ANI (``energy_std``, ``f
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
@@ -94,7 +94,6 @@ class HipnnParams:
     tensor_order: Literal[0, 1] = 0
     cusp_reg: float = 1e-6
     energy_decay: float = 1e-2
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
