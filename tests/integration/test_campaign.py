@@ -314,3 +314,34 @@ def test_a_shared_dataset_trains_each_campaign_on_its_own_oracles_labels(tmp_pat
     frames = [load_split(store, split, elements, oracle_hash="oEMT") for split in ("train", "val", "test")]
     assert sum(len(f) for f in frames) == 12  # 24 labels in the store, 12 of this oracle
     assert all(float((f.energies / f.n_atoms).max()) < 0 for f in frames if len(f))
+
+
+@pytest.mark.slow
+def test_sampling_workers_and_streaming_labels_leave_the_campaign_unchanged(tmp_path):
+    """Three sampling workers (on two engine threads: not all run at once) with streaming labels,
+    and one sampler without: the same dataset (frames, labels, generations), the same flagged
+    trajectories and outcomes in every generation, and each frame computed by one oracle call."""
+    runs = {}
+    for name, workers, streaming in (("one", 1, False), ("three", 3, True)):
+        counter = tmp_path / f"{name}.calls"
+        cfg = tiny_config(counter)
+        cfg["sampler"]["workers"] = workers
+        cfg["loop"]["streaming_labels"] = streaming
+        state = run_campaign(parse_config(cfg), tmp_path / name)
+        assert state.finished
+        runs[name] = (state, counter.read_text().split())
+    assert frames_of(tmp_path / "one") == frames_of(tmp_path / "three")
+    from potforge.records import SampleSummary
+
+    for g in range(3):
+        a, b = (SampleSummary.read(tmp_path / n / "generations" / f"g{g:03d}" / "sampling" / "summary.json")
+                for n in ("one", "three"))  # fmt: skip
+        assert a.flagged_trajectories == b.flagged_trajectories
+        assert [(o.traj, o.outcome, o.time_fs) for o in a.outcomes if o.outcome != "unused"] == [
+            (o.traj, o.outcome, o.time_fs) for o in b.outcomes if o.outcome != "unused"
+        ]
+    calls = runs["three"][1]
+    assert len(calls) == len(set(calls)) == len(frames_of(tmp_path / "three"))
+    samples = [r for r in runs["three"][0].history if r["stage"].endswith(":sample")]
+    assert all(r["workers"] == 3 for r in samples)
+    assert all(r["queued_while_sampling"] <= r["flagged"] for r in samples)
