@@ -78,6 +78,18 @@ def member_moments(x: torch.Tensor, variance: bool = True) -> tuple[torch.Tensor
     return mean, sq / (m - 1)
 
 
+def species_indices(elements: tuple[str, ...], symbols: list[str], device: torch.device) -> torch.Tensor:
+    """Indices into ``elements`` of chemical ``symbols`` (long, on ``device``); an element a model
+    does not know raises :class:`UnknownElementError`. Shared by every architecture."""
+    lookup = {el: k for k, el in enumerate(elements)}
+    unknown = sorted({s for s in symbols if s not in lookup})
+    if unknown:
+        raise UnknownElementError(
+            f"element(s) {', '.join(unknown)} not in this model, which knows only {', '.join(elements)}"
+        )
+    return torch.tensor([lookup[s] for s in symbols], dtype=torch.long, device=device)
+
+
 def edge_to_atom_forces(gvec: torch.Tensor, graph: NeighborGraph, n_atoms: int) -> torch.Tensor:
     """Forces (K, n_atoms, 3) from energy gradients wrt edge vectors gvec (n_edges, K, 3).
 
@@ -147,13 +159,7 @@ class ANIEnsemble(nn.Module):
 
     def species_index(self, symbols: list[str]) -> torch.Tensor:
         """Element indices for chemical symbols; an unknown element raises :class:`UnknownElementError`."""
-        lookup = {el: k for k, el in enumerate(self.elements)}
-        unknown = sorted({s for s in symbols if s not in lookup})
-        if unknown:
-            raise UnknownElementError(
-                f"element(s) {', '.join(unknown)} not in this model, which knows only {', '.join(self.elements)}"
-            )
-        return torch.tensor([lookup[s] for s in symbols], dtype=torch.long, device=self.device)
+        return species_indices(self.elements, symbols, self.device)
 
     def graph(self, batch: AtomsBatch) -> NeighborGraph:
         return build_graph(batch, self.aev_params.radial_cutoff, self.aev_params.n_species)

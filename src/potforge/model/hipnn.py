@@ -41,7 +41,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from potforge.errors import UnknownElementError
 from potforge.model.ensemble import (
     ANIEnsemble,
     EnergyPrediction,
@@ -49,6 +48,7 @@ from potforge.model.ensemble import (
     MemberPrediction,
     edge_to_atom_forces,
     member_moments,
+    species_indices,
 )
 from potforge.model.neighbors import AtomsBatch, NeighborGraph, build_graph
 
@@ -244,13 +244,7 @@ class HipnnEnsemble(nn.Module):
         return next(self.networks.parameters()).device
 
     def species_index(self, symbols: list[str]) -> torch.Tensor:
-        lookup = {el: k for k, el in enumerate(self.elements)}
-        unknown = sorted({s for s in symbols if s not in lookup})
-        if unknown:
-            raise UnknownElementError(
-                f"element(s) {', '.join(unknown)} not in this model, which knows only {', '.join(self.elements)}"
-            )
-        return torch.tensor([lookup[s] for s in symbols], dtype=torch.long, device=self.device)
+        return species_indices(self.elements, symbols, self.device)
 
     def graph(self, batch: AtomsBatch) -> NeighborGraph:
         return build_graph(batch, self.cutoff_A, len(self.elements))

@@ -119,8 +119,13 @@ def _load_potforge(path: Path):
         raise
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: invalid hyperparameters ({exc})") from None
+    return _with_weights(path, model, blob["tensors"])
+
+
+def _with_weights(path: Path, model, tensors: dict):
+    """``model`` (freshly built from a file's hyperparameters) with the file's weights, each
+    checked against the built network's names and shapes, loaded in float64."""
     expected = model.networks.state_dict()
-    tensors = blob["tensors"]
     missing = sorted(set(expected) - set(tensors))
     if missing:
         raise ModelFileError(f"{path}: weights missing for {', '.join(missing[:4])}")
@@ -149,16 +154,7 @@ def _load_hipnn(path: Path, hyper: dict, tensors: dict):
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: invalid HIP-NN hyperparameters ({exc})") from None
-    expected = model.networks.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    if missing:
-        raise ModelFileError(f"{path}: weights missing for {', '.join(missing[:4])}")
-    for k, v in expected.items():
-        if not isinstance(tensors[k], torch.Tensor) or tuple(tensors[k].shape) != tuple(v.shape):
-            raise ModelFileError(f"{path}: weight {k} has the wrong shape")
-    model = model.to(torch.float64)
-    model.networks.load_state_dict({k: tensors[k].to(torch.float64) for k in expected})
-    return model
+    return _with_weights(path, model, tensors)
 
 
 # --- NeuroChem -------------------------------------------------------------------------------
