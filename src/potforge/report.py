@@ -8,6 +8,7 @@ and — where the campaign computes it — the property learning curve against t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,12 @@ from potforge.campaign import CampaignState, generation_dir
 from potforge.properties import LABELS, PropertyPoint
 from potforge.records import SampleSummary
 from potforge.sample.survival import kaplan_meier
+
+
+def _legend(ax: Any, **kwargs: Any) -> None:
+    """A legend where something is labelled (an early generation may have nothing to show yet)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
 
 
 def _sampling(directory: Path, g: int) -> SampleSummary | None:
@@ -89,7 +96,7 @@ def write_campaign_plots(directory: Path, summary: dict) -> list[Path]:
     ax.plot(g, [r.get("dataset_size") or 0 for r in gens], "o-", label="labelled frames")
     ax.plot(g, [r.get("crystalline_frames") or 0 for r in gens], "s-", label="of them > 30 % crystalline")
     ax.set(xlabel="generation", ylabel="frames", title="dataset growth")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     paths.append(_save(fig, out / "dataset_growth.png"))
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -109,13 +116,13 @@ def write_campaign_plots(directory: Path, summary: dict) -> list[Path]:
     ax1.set(xlabel="simulated time (ps)", ylabel="trajectories not yet flagged",
             title="Kaplan–Meier survival (censored runs count as far as they went)", ylim=(0, 1.02))  # fmt: skip
     ax1.title.set_fontsize(9)
-    ax1.legend(fontsize=7, ncol=2)
+    _legend(ax1, fontsize=7, ncol=2)
     med = [(r.get("median_time_to_flag_fs") or np.nan) / 1000 for r in gens]
     ax2.plot(g, med, "r.-", label="KM median (— : above every observed time)")
     ax2.plot(g, [np.median(r["censored_fs"]) / 1000 if r["censored_fs"] else np.nan for r in gens], "x",
              color="0.4", label="censored runs (median time)")  # fmt: skip
     ax2.set(xlabel="generation", ylabel="time to flag (ps)", title="time to flag")
-    ax2.legend(fontsize=7)
+    _legend(ax2, fontsize=7)
     paths.append(_save(fig, out / "time_to_flag.png"))
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
@@ -130,7 +137,7 @@ def write_campaign_plots(directory: Path, summary: dict) -> list[Path]:
             if vals:
                 ax.hist(vals, bins=15, histtype="step", label=f"g{r['generation']}")
         ax.set(xlabel=label, ylabel="flagged frames")
-    axes[0].legend(fontsize=7)
+    _legend(axes[0], fontsize=7)
     fig.suptitle("uncertainty of flagged frames")
     paths.append(_save(fig, out / "uncertainty.png"))
 
@@ -163,7 +170,7 @@ def _census_plot(plt, gens: list[dict], path: Path) -> Path:
             ax.bar(g, vals, bottom=bottom, color=color, label=kind, width=0.8)
             bottom += vals
         ax.set(xlabel="generation", ylabel="mean fraction of atoms (CNA)", ylim=(0, 1), title=title)
-    axes[0].legend(fontsize=7, loc="lower right")
+    _legend(axes[0], fontsize=7, loc="lower right")
     for r in gens:
         times = np.array((r.get("census") or {}).get("first_crystalline_fs") or []) / 1000
         if len(times):
@@ -205,7 +212,7 @@ def _learning_curve_plot(plt, gens: list[dict], path: Path) -> Path:
             ax.plot(calls, ys, "o-", label=LABELS[key])
         ax.set(xlabel="oracle calls", ylabel=f"|model − oracle| ({unit})", title=title)
         ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     fig.suptitle("property learning curve: each generation's model against the campaign's oracle")
     return _save(fig, path)
 
