@@ -32,7 +32,7 @@ def busy_cpu_s() -> float:
     return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run(workers: int, calls: int, delay_s: float, root: Path) -> dict[str, float]:
+def run(workers: int, calls: int, delay_s: float, root: Path, chunk_size: int = 1) -> dict[str, float]:
     from potforge.data import DatasetStore, Provenance
     from potforge.engine import Engine, EngineConfig
     from potforge.labeling import label_pending
@@ -49,7 +49,9 @@ def run(workers: int, calls: int, delay_s: float, root: Path) -> dict[str, float
                           oracle.settings_hash())  # fmt: skip
     cpu0, t0 = busy_cpu_s(), time.perf_counter()
     with Engine(EngineConfig(kind="local", max_workers=workers), run_dir=directory / "parsl") as engine:
-        report = label_pending(store, oracle, engine, directory / "work", chunk_size=1, timeout_s=delay_s + 120)
+        report = label_pending(
+            store, oracle, engine, directory / "work", chunk_size=chunk_size, timeout_s=delay_s + 120
+        )
     wall_s, cpu_s = time.perf_counter() - t0, busy_cpu_s() - cpu0
     n = report.labelled
     return {
@@ -66,13 +68,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--calls", type=int, default=20, help="oracle calls per worker")
     parser.add_argument("--delay-s", type=float, default=10.0, help="wall time of one oracle call")
+    parser.add_argument("--chunk-size", type=int, default=1, help="oracle calls per labelling task")
     args = parser.parse_args()
     print(f"labelling, {args.calls} calls per worker, each {args.delay_s:g} s of wall time and no CPU, "
           f"{os.cpu_count()} cores; ideal wall time {args.calls * args.delay_s:g} s")  # fmt: skip
     print(f"{'workers':>8}{'calls':>7}{'wall s':>9}{'calls/s':>9}{'efficiency':>12}{'CPU s/call':>12}")
     with tempfile.TemporaryDirectory(prefix="potforge-scaling-") as tmp:
         for w in args.workers:
-            r = run(w, args.calls, args.delay_s, Path(tmp))
+            r = run(w, args.calls, args.delay_s, Path(tmp), args.chunk_size)
             print(f"{w:>8}{r['labelled']:>7}{r['wall_s']:>9.1f}{r['calls_per_s']:>9.2f}{r['efficiency']:>12.2f}"
                   f"{r['cpu_s_per_call']:>12.2f}", flush=True)  # fmt: skip
 

@@ -169,3 +169,32 @@ def test_leftovers_the_record_missed_are_found_by_their_run_directory(tmp_path):
         for p in (leftover, bystander):
             p.kill()
             p.wait()
+
+
+IDLE_CALLER = """
+import sys, time
+from potforge.oracle import get_oracle
+from potforge.oracle.runner import label_many
+from potforge.structures import crystal
+spec = get_oracle("emt").spec()
+label_many(spec, [("t0", crystal("fcc", 16.5).repeat(2))], sys.argv[1], sys.argv[2])
+print("labelled", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_kept_idle_oracle_process_stops_with_its_caller(tmp_path):
+    import psutil
+
+    from potforge.oracle.runner import WORKER_MODULE
+
+    caller = subprocess.Popen(
+        [sys.executable, "-c", IDLE_CALLER, str(tmp_path / "inbox"), str(tmp_path / "work")], stdout=subprocess.PIPE
+    )
+    assert caller.stdout.readline().strip() == b"labelled"
+    kept = [p.pid for p in psutil.Process(caller.pid).children() if WORKER_MODULE in " ".join(p.cmdline())]
+    assert len(kept) == 1 and _running(kept[0])  # kept for the caller's next call
+    caller.send_signal(signal.SIGKILL)
+    caller.wait()
+    assert _wait(lambda: not _running(kept[0]), timeout_s=10), "an idle oracle process outlived its caller"
+    assert json.loads((tmp_path / "inbox" / "t0.json").read_text())["status"] == "ok"

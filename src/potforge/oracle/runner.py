@@ -1,7 +1,8 @@
 """Isolated, crash-proof execution of oracle calculations.
 
 ``label_many`` runs a list of tasks through one oracle in a child process
-(``python -m potforge.oracle.worker``), one calculation at a time. The child writes each result
+(``python -m potforge.oracle.worker``), one calculation at a time; the child is kept for the
+thread's next call (see :class:`_WorkerProcess`). The child writes each result
 into the *inbox* directory itself, atomically, the moment it has it; the caller's database
 ingests the inbox later. So a result, once computed, survives any crash of the caller.
 
@@ -19,6 +20,7 @@ second time; a claim left by a dead process goes stale and is ignored.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pickle
@@ -28,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,25 +113,127 @@ def set_parent_death_signal() -> None:
         pass
 
 
-def _spawn(job_file: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", env.get("POTFORGE_ORACLE_THREADS", "1"))
-    return subprocess.Popen(
-        [sys.executable, "-m", WORKER_MODULE, str(job_file)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=set_parent_death_signal if sys.platform.startswith("linux") else None,
-        env=env,
-    )
+#: ``0`` starts a fresh oracle process for every labelling task instead of keeping one per thread.
+REUSE_ENV = "POTFORGE_ORACLE_REUSE"
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
+class _WorkerProcess:
+    """A ``python -m potforge.oracle.worker --serve`` child: it takes job files on stdin, one per
+    line, and answers on stdout. Kept between calls of :func:`label_many` in the same thread and
+    environment, so that its start-up (numpy, ASE, pydantic, the oracle's module: 0.4-0.6 CPU-s)
+    is paid once per worker, not once per labelling task. Isolation is unchanged: it is a session
+    leader, dies with its process group on a timeout, and a crash costs only the calculation in
+    hand (the next call starts a fresh child)."""
+
+    def __init__(self, key: tuple) -> None:
+        self.key = key
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", env.get("POTFORGE_ORACLE_THREADS", "1"))
+        # stderr to a file, not a pipe: a chatty code can never fill a pipe nobody reads and block
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", WORKER_MODULE, "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            start_new_session=True,
+            preexec_fn=set_parent_death_signal if sys.platform.startswith("linux") else None,
+            env=env,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def submit(self, job_file: Path) -> bool:
+        """Hand the child a job; False if it is gone."""
+        try:
+            self.proc.stdin.write(f"{job_file}\n".encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+        return True
+
+    def stderr_tail(self) -> str:
+        try:
+            self.stderr.seek(0, os.SEEK_END)
+            size = self.stderr.tell()
+            self.stderr.seek(max(0, size - 4096))
+            lines = self.stderr.read().decode(errors="replace").strip().splitlines()
+        except (OSError, ValueError):
+            return ""
+        return lines[-1] if lines else ""
+
+    def kill(self) -> None:
+        """Stop the child and everything in its session (the oracle's own processes) now."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        self._close()
+
+    def retire(self) -> None:
+        """Let an idle child go: at the end of its input it exits by itself."""
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.kill()
+            return
+        self._close()
+
+    def _close(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout, self.stderr):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+
+
+_kept = threading.local()  # this thread's idle worker process, if any
+_all_kept: list[_WorkerProcess] = []
+_kept_lock = threading.Lock()
+
+
+def _worker_process() -> _WorkerProcess:
+    """This thread's kept worker process if it is alive and was started with today's interpreter,
+    directory and environment (a changed environment must reach the oracle); else a fresh one."""
+    key = (sys.executable, os.getcwd(), tuple(sorted(os.environ.items())))
+    kept: _WorkerProcess | None = getattr(_kept, "worker", None)
+    _kept.worker = None
+    if kept is not None:
+        if kept.key == key and kept.alive():
+            return kept
+        _forget(kept)
+        kept.retire() if kept.alive() else kept.kill()
+    worker = _WorkerProcess(key)
+    with _kept_lock:
+        _all_kept.append(worker)
+    return worker
+
+
+def _keep(worker: _WorkerProcess) -> None:
+    if os.environ.get(REUSE_ENV, "1") == "0":
+        _forget(worker)
+        worker.retire()
+    else:
+        _kept.worker = worker
+
+
+def _forget(worker: _WorkerProcess) -> None:
+    with _kept_lock:
+        if worker in _all_kept:
+            _all_kept.remove(worker)
+
+
+@atexit.register
+def _retire_all() -> None:
+    with _kept_lock:
+        workers = list(_all_kept)
+        _all_kept.clear()
+    for worker in workers:
+        if worker.alive():
+            worker.retire()
 
 
 def label_many(
@@ -173,12 +278,19 @@ def label_many(
             }
             pickle.dump(job, f)
             job_file = Path(f.name)
-        proc = _spawn(job_file)
+        worker = _worker_process()
+        if not worker.submit(job_file):  # a kept child that died since: start afresh once
+            _forget(worker)
+            worker.kill()
+            worker = _worker_process()
+            worker.submit(job_file)
+        proc = worker.proc
         current: str | None = None
         started = time.time()
         buffer = b""
+        finished = False
         try:
-            while True:
+            while not finished:
                 ready, _, _ = select.select([proc.stdout], [], [], HEARTBEAT_S)
                 if current is not None:
                     # heartbeat, besides the worker's own: a calculation holding the GIL can starve that
@@ -187,7 +299,7 @@ def label_many(
                     except OSError:
                         pass
                     if timeout_s is not None and time.time() - started > timeout_s:
-                        _kill(proc)
+                        worker.kill()
                         fail(current, started, "timeout", f"killed after {timeout_s:g} s")
                         break
                 if not ready:
@@ -196,8 +308,7 @@ def label_many(
                 if not chunk:  # the child exited
                     proc.wait()
                     if current is not None and not result_path(inbox, current).exists():
-                        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
-                        tail = err[-1] if err else ""
+                        tail = worker.stderr_tail()
                         fail(
                             current,
                             started,
@@ -208,7 +319,7 @@ def label_many(
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    word, _, tid = line.decode().partition(" ")
+                    word, _, tid = line.decode(errors="replace").partition(" ")
                     if word == "START":
                         current, started = tid, time.time()
                     elif word in ("OK", "FAILED", "SKIP"):
@@ -220,12 +331,14 @@ def label_many(
                                 on_result(tid)
                         else:
                             counts["skipped"] += 1
+                    elif word == "DONE":
+                        finished = True
         finally:
-            if proc.poll() is None:
-                _kill(proc)
-            for stream in (proc.stdout, proc.stderr):
-                if stream:
-                    stream.close()
+            if finished and worker.alive():
+                _keep(worker)
+            else:
+                _forget(worker)
+                worker.kill()
             job_file.unlink(missing_ok=True)
         remaining = [(tid, at) for tid, at in remaining if tid not in done_ids and not is_done(inbox, tid)]
     return counts

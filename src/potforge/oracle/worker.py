@@ -1,6 +1,8 @@
-"""Child process of :func:`potforge.oracle.runner.label_many`: ``python -m potforge.oracle.worker JOB``.
+"""Child process of :func:`potforge.oracle.runner.label_many`: ``python -m potforge.oracle.worker
+JOB`` labels one job file; ``--serve`` labels the job file named on each line of stdin, so that
+one process (and its imports) serves many labelling tasks.
 
-Labels the job's tasks one by one. For each: claim it (exclusive file create), announce
+Labels a job's tasks one by one. For each: claim it (exclusive file create), announce
 ``START <id>`` on stdout, compute, write the result atomically into the inbox, release the
 claim, announce ``OK``/``FAILED <id>``. A task already done or claimed by a live process is
 announced as ``SKIP``. Only failures the oracle can classify are written here; timeouts and
@@ -165,15 +167,14 @@ def _label_one(oracle: Any, task_id: str, atoms: Any) -> None:
     _say(word, task_id)
 
 
-def main(job_file: str) -> None:
+def run_job(job_file: str) -> None:
+    """Label every task of one job file (written by the runner)."""
     from potforge.oracle import oracle_from_spec
 
-    signal.signal(signal.SIGTERM, _on_parent_death)
     with open(job_file, "rb") as f:
         _task.job = pickle.load(f)
     oracle = oracle_from_spec(_task.job["spec"])
     _task.oracle_hash = oracle.settings_hash()
-    threading.Thread(target=_heartbeat, daemon=True).start()
     for task_id, atoms in _task.job["tasks"]:
         _task.busy = True
         try:
@@ -184,5 +185,19 @@ def main(job_file: str) -> None:
             _stop(0)
 
 
+def main(argv: list[str]) -> None:
+    """``JOB``: label one job file and exit. ``--serve``: label the job file named on each line of
+    stdin, answering ``DONE -`` after each, until stdin ends (the runner keeps such a process)."""
+    signal.signal(signal.SIGTERM, _on_parent_death)
+    threading.Thread(target=_heartbeat, daemon=True).start()
+    if argv[0] != "--serve":
+        run_job(argv[0])
+        return
+    for line in sys.stdin:
+        if line.strip():
+            run_job(line.strip())
+            _say("DONE", "-")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])
