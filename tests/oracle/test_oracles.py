@@ -219,40 +219,47 @@ def test_quantum_espresso_labels_for_real_through_the_isolated_runner(tmp_path):
     assert -60.0 < results["tcell"]["energy"] / 4 < -50.0  # an Al atom's valence energy with this PP (eV)
 
 
-def _oracle_children() -> set[int]:
+def _kept_oracle_process() -> int | None:
+    """Pid of the oracle process this thread keeps between calls (None: none kept), if it runs."""
     import psutil
 
-    from potforge.oracle.runner import WORKER_MODULE
+    from potforge.oracle import runner
 
-    return {
-        p.pid
-        for p in psutil.Process().children()
-        if WORKER_MODULE in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
-    }
+    worker = getattr(runner._kept, "worker", None)
+    if worker is None:
+        return None
+    try:
+        running = psutil.Process(worker.proc.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        running = False
+    return worker.proc.pid if running else None
 
 
 def test_one_oracle_process_serves_successive_calls_and_a_crash_costs_only_its_own(tmp_path):
     ok = get_oracle(FAULTY, {"mode": "ok"}).spec()
     inbox, work = tmp_path / "inbox", tmp_path / "work"
     assert label_many(ok, [("a", cell(0))], inbox, work)["ok"] == 1
-    first = _oracle_children()
-    assert len(first) == 1  # kept after the call, idle
+    first = _kept_oracle_process()
+    assert first is not None  # kept after the call, idle
     assert label_many(ok, [("b", cell(1))], inbox, work)["ok"] == 1
-    assert _oracle_children() == first  # the same process took the second call
+    assert _kept_oracle_process() == first  # the same process took the second call
     # a call whose oracle kills its process: recorded as crashed, and the next call gets a fresh one
     died = label_many(get_oracle(FAULTY, {"mode": "exit"}).spec(), [("c", cell(2))], inbox, work)
     assert died["failed"] == 1 and json.loads((inbox / "c.json").read_text())["kind"] == "crashed"
     assert label_many(ok, [("d", cell(3))], inbox, work)["ok"] == 1
-    assert len(_oracle_children()) == 1 and not _oracle_children() & first
+    assert _kept_oracle_process() not in (None, first)
     # the labels are the oracle's, whichever process computed them
     reference = get_oracle("emt").compute(cell(3), tmp_path / "ref")
     assert json.loads((inbox / "d.json").read_text())["energy"] == pytest.approx(reference.energy, abs=1e-10)
 
 
 def test_a_changed_environment_gets_a_fresh_oracle_process(tmp_path, monkeypatch):
+    import psutil
+
     ok = get_oracle(FAULTY, {"mode": "ok"}).spec()
     label_many(ok, [("a", cell(0))], tmp_path / "inbox", tmp_path / "work")
-    first = _oracle_children()
+    first = _kept_oracle_process()
     monkeypatch.setenv("POTFORGE_TEST_MARKER", "1")  # e.g. a PATH that now finds another pw.x
     label_many(ok, [("b", cell(1))], tmp_path / "inbox", tmp_path / "work")
-    assert len(_oracle_children()) == 1 and not _oracle_children() & first
+    assert _kept_oracle_process() not in (None, first)
+    assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE  # retired
