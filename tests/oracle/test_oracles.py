@@ -263,3 +263,14 @@ def test_a_changed_environment_gets_a_fresh_oracle_process(tmp_path, monkeypatch
     label_many(ok, [("b", cell(1))], tmp_path / "inbox", tmp_path / "work")
     assert _kept_oracle_process() not in (None, first)
     assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE  # retired
+
+
+def test_an_oracle_process_that_cannot_start_is_one_error_not_an_endless_retry(tmp_path, monkeypatch):
+    import sys
+
+    from potforge.oracle import OracleCrashed
+
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # an interpreter that exits at once, silently
+    with pytest.raises(OracleCrashed, match=r"exited \(code 1\) before any task"):
+        label_many(get_oracle("emt").spec(), [("a", cell(0))], tmp_path / "inbox", tmp_path / "work", timeout_s=30)
+    assert not (tmp_path / "inbox" / "a.json").exists()  # nothing recorded against the frame itself

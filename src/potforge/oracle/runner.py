@@ -39,6 +39,7 @@ from typing import Any
 from ase import Atoms
 
 from potforge.durable import write_json
+from potforge.oracle.base import OracleCrashed
 
 #: A claim whose mtime is older than this (seconds) belongs to a dead worker.
 CLAIM_STALE_S = float(os.environ.get("POTFORGE_CLAIM_STALE_S", "60"))
@@ -288,7 +289,7 @@ def label_many(
         current: str | None = None
         started = time.time()
         buffer = b""
-        finished = False
+        finished = heard = False
         try:
             while not finished:
                 ready, _, _ = select.select([proc.stdout], [], [], HEARTBEAT_S)
@@ -307,6 +308,9 @@ def label_many(
                 chunk = os.read(proc.stdout.fileno(), 65536)
                 if not chunk:  # the child exited
                     proc.wait()
+                    if not heard:  # it never got going (an interpreter or import problem): do not loop
+                        message = f"the oracle worker process exited (code {proc.returncode}) before any task"
+                        raise OracleCrashed(f"{message}: {worker.stderr_tail()}".rstrip(": "))
                     if current is not None and not result_path(inbox, current).exists():
                         tail = worker.stderr_tail()
                         fail(
@@ -316,6 +320,7 @@ def label_many(
                             f"oracle process died (exit code {proc.returncode}) {tail}".strip(),
                         )
                     break
+                heard = True
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
