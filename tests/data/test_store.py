@@ -228,3 +228,29 @@ def test_labels_stored_under_a_legacy_oracle_hash_are_adopted_not_recomputed(tmp
     assert store.record_result(result) == "ok"
     assert store.count(status="ok", oracle_hash=new) == 2 and store.count(oracle_hash=old) == 0
     assert store.metadata()["oracle_aliases"] == {old: new}
+
+
+KILLED_WHILE_CREATING = """
+import os, sys, sqlite3
+real_commit = sqlite3.Connection.commit
+class Dying(sqlite3.Connection):
+    def commit(self):
+        os._exit(9)  # killed after ASE's CREATE TABLE statements, before its version row
+sqlite3_connect = sqlite3.connect
+sqlite3.connect = lambda *a, **k: sqlite3_connect(*a, factory=Dying, **k)
+from potforge.data import DatasetStore
+DatasetStore(sys.argv[1])
+"""
+
+
+def test_a_store_killed_while_it_was_being_created_opens_afterwards(tmp_path):
+    import subprocess
+    import sys
+
+    from potforge.data import DatasetStore
+
+    path = tmp_path / "campaign.db"
+    done = subprocess.run([sys.executable, "-c", KILLED_WHILE_CREATING, str(path)], capture_output=True)
+    assert done.returncode == 9
+    store = DatasetStore(path)  # ASE alone would fail here for ever: tables without a version row
+    assert store.count() == 0

@@ -107,6 +107,23 @@ def redact(target: str | Path) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _create_sqlite(path: Path) -> None:
+    """Create an empty ASE database at ``path`` all at once. ASE creates its tables one
+    statement at a time and writes its version row last; a process killed in between leaves a
+    file that ASE can never open again. So initialise a private file and link it into place."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+    try:
+        connect(str(tmp), type="db", append=True, use_lock_file=False).count()
+        try:
+            os.link(tmp, path)  # never over a file another process created meanwhile
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class DatasetStore:
     """An ASE database of labelled frames. ``target``: a file path (SQLite) or a PostgreSQL URL."""
 
@@ -120,6 +137,8 @@ class DatasetStore:
             if path.exists() and path.is_dir():
                 raise DataError(f"{path} is a directory, not a database file")
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                _create_sqlite(path)
         try:
             # No ASE lock file: it is an exclusively created file that a SIGKILLed writer leaves
             # behind, and every later write then waits on it forever. SQLite's own locks die
