@@ -17,6 +17,7 @@ it arrives; SQLite's and PostgreSQL's transactions make every write all-or-nothi
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,8 +112,6 @@ def _create_sqlite(path: Path) -> None:
     """Create an empty ASE database at ``path`` all at once. ASE creates its tables one
     statement at a time and writes its version row last; a process killed in between leaves a
     file that ASE can never open again. So initialise a private file and link it into place."""
-    import os
-
     tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
     try:
         connect(str(tmp), type="db", append=True, use_lock_file=False).count()

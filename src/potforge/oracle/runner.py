@@ -20,7 +20,6 @@ second time; a claim left by a dead process goes stale and is ignored.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import pickle
@@ -101,6 +100,14 @@ def failure_record(task_id: str, kind: str, message: str, oracle_hash: str, wall
     }
 
 
+def child_environment() -> dict[str, str]:
+    """The environment of an oracle child: this one, with ``OMP_NUM_THREADS`` defaulting to
+    ``$POTFORGE_ORACLE_THREADS`` (1), so that a code does not take every core of a shared node."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", env.get("POTFORGE_ORACLE_THREADS", "1"))
+    return env
+
+
 def set_parent_death_signal() -> None:
     """In a child (``preexec_fn``): get SIGTERM when the parent dies."""
     # the child learns of its parent's death; SIGTERM, not SIGKILL: it finishes the calculation
@@ -128,8 +135,6 @@ class _WorkerProcess:
 
     def __init__(self, key: tuple) -> None:
         self.key = key
-        env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", env.get("POTFORGE_ORACLE_THREADS", "1"))
         # stderr to a file, not a pipe: a chatty code can never fill a pipe nobody reads and block
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
         self.proc = subprocess.Popen(
@@ -139,7 +144,7 @@ class _WorkerProcess:
             stderr=self.stderr,
             start_new_session=True,
             preexec_fn=set_parent_death_signal if sys.platform.startswith("linux") else None,
-            env=env,
+            env=child_environment(),
         )
 
     def alive(self) -> bool:
@@ -191,9 +196,9 @@ class _WorkerProcess:
                 pass
 
 
-_kept = threading.local()  # this thread's idle worker process, if any
-_all_kept: list[_WorkerProcess] = []
-_kept_lock = threading.Lock()
+#: this thread's idle worker process, if any. Nothing retires it at exit: when this process ends,
+#: the child's stdin closes and PR_SET_PDEATHSIG fires, and either way an idle child exits.
+_kept = threading.local()
 
 
 def _worker_process() -> _WorkerProcess:
@@ -205,36 +210,15 @@ def _worker_process() -> _WorkerProcess:
     if kept is not None:
         if kept.key == key and kept.alive():
             return kept
-        _forget(kept)
         kept.retire() if kept.alive() else kept.kill()
-    worker = _WorkerProcess(key)
-    with _kept_lock:
-        _all_kept.append(worker)
-    return worker
+    return _WorkerProcess(key)
 
 
 def _keep(worker: _WorkerProcess) -> None:
     if os.environ.get(REUSE_ENV, "1") == "0":
-        _forget(worker)
         worker.retire()
     else:
         _kept.worker = worker
-
-
-def _forget(worker: _WorkerProcess) -> None:
-    with _kept_lock:
-        if worker in _all_kept:
-            _all_kept.remove(worker)
-
-
-@atexit.register
-def _retire_all() -> None:
-    with _kept_lock:
-        workers = list(_all_kept)
-        _all_kept.clear()
-    for worker in workers:
-        if worker.alive():
-            worker.retire()
 
 
 def label_many(
@@ -281,7 +265,6 @@ def label_many(
             job_file = Path(f.name)
         worker = _worker_process()
         if not worker.submit(job_file):  # a kept child that died since: start afresh once
-            _forget(worker)
             worker.kill()
             worker = _worker_process()
             worker.submit(job_file)
@@ -342,7 +325,6 @@ def label_many(
             if finished and worker.alive():
                 _keep(worker)
             else:
-                _forget(worker)
                 worker.kill()
             job_file.unlink(missing_ok=True)
         remaining = [(tid, at) for tid, at in remaining if tid not in done_ids and not is_done(inbox, tid)]

@@ -92,11 +92,9 @@ class OracleSession:
         self.close()
 
     def _start(self) -> subprocess.Popen:
-        from potforge.oracle.runner import set_parent_death_signal
+        from potforge.oracle.runner import child_environment, set_parent_death_signal
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", env.get("POTFORGE_ORACLE_THREADS", "1"))
         log = open(self.workdir / "session.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
@@ -106,7 +104,7 @@ class OracleSession:
                 stderr=log,
                 start_new_session=True,
                 preexec_fn=set_parent_death_signal if sys.platform.startswith("linux") else None,
-                env=env,
+                env=child_environment(),
             )
         finally:
             log.close()

@@ -1,6 +1,6 @@
 """Child process of :func:`potforge.oracle.runner.label_many`: ``python -m potforge.oracle.worker
-JOB`` labels one job file; ``--serve`` labels the job file named on each line of stdin, so that
-one process (and its imports) serves many labelling tasks.
+--serve`` labels the job file named on each line of stdin, so that one process (and its imports)
+serves many labelling tasks.
 
 Labels a job's tasks one by one. For each: claim it (exclusive file create), announce
 ``START <id>`` on stdout, compute, write the result atomically into the inbox, release the
@@ -185,14 +185,11 @@ def run_job(job_file: str) -> None:
             _stop(0)
 
 
-def main(argv: list[str]) -> None:
-    """``JOB``: label one job file and exit. ``--serve``: label the job file named on each line of
-    stdin, answering ``DONE -`` after each, until stdin ends (the runner keeps such a process)."""
+def main() -> None:
+    """Label the job file named on each line of stdin, answering ``DONE -`` after each, until
+    stdin ends (the runner keeps this process for its next call)."""
     signal.signal(signal.SIGTERM, _on_parent_death)
     threading.Thread(target=_heartbeat, daemon=True).start()
-    if argv[0] != "--serve":
-        run_job(argv[0])
-        return
     for line in sys.stdin:
         if line.strip():
             run_job(line.strip())
@@ -200,4 +197,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
