@@ -4,9 +4,12 @@
  *
  * Why hand-written C: the angular AEV is a sum over ~600 neighbour pairs per aluminium atom,
  * each needing 8 non-integer powers and 8 Gaussians. PyTorch eager, torch.compile and numba
- * (scalar libm calls) were all measured 3-10x over the 100 ms / 1000 atoms budget; here every
- * pair is visited once, the 8-wide section/shift loops are SIMD-vectorised (glibc's libmvec
- * under -ffast-math), and nothing of size (pairs x features) is ever stored.
+ * (scalar libm calls) were all measured 3-10x over the 100 ms / 1000 atoms budget. Forward and
+ * VJP lay one centre's pairs out flat and vectorise across pairs at full vector width (glibc's
+ * libmvec under -ffast-math; 16 float lanes with AVX-512), so the transcendentals fill every
+ * lane and the contractions need no horizontal sums per pair; only that centre's pair terms are
+ * ever stored (tens of kB, in L1/L2). The JVP (training only) vectorises over one pair's
+ * 8 sections and shifts.
  *
  * Definitions follow NeuroChem / TorchANI exactly:
  *   fc(r)          = 0.5 cos(pi r / Rc) + 0.5                       (r < Rc)
@@ -96,7 +99,7 @@ typedef struct {
 
 /* ip = [n_species, NR, NA, NZ]; rp = [Rcr, etaR, Rca, etaA, zeta, ShfR.., ShfA.., cos ShfZ.., sin ShfZ..] */
 static int unpack(const int32_t *ip, const real *rp, const int32_t *triu, params_t *p) {
-    if (ip[1] != NR || ip[2] != NA || ip[3] != NZ) return -2;
+    if (ip[1] != NR || ip[2] != NA || ip[3] != NZ || ip[0] < 1 || ip[0] > 64) return -2;
     p->S = ip[0];
     p->radial_len = p->S * NR;
     p->F = p->radial_len + (p->S * (p->S + 1) / 2) * AZ;
@@ -120,25 +123,23 @@ static int64_t max_degree(int64_t n, const int64_t *off) {
 
 /* Per-thread scratch: one centre's angular neighbours and (VJP) their per-member gradients. */
 typedef struct {
-    real *vx, *vy, *vz, *r, *fc, *dfc, *gv;
+    real *vx, *vy, *vz, *r, *fc, *dfc;
     int32_t *spec;
     int64_t *edge;
 } scratch_t;
 
-static int scratch_alloc(scratch_t *s, int64_t n, int64_t M) {
+static int scratch_alloc(scratch_t *s, int64_t n) {
     size_t nr = (size_t)(n > 0 ? n : 1);
-    size_t ng = nr * 3 * (size_t)(M > 0 ? M : 1);
     s->vx = malloc(sizeof(real) * nr); s->vy = malloc(sizeof(real) * nr);
     s->vz = malloc(sizeof(real) * nr); s->r = malloc(sizeof(real) * nr);
     s->fc = malloc(sizeof(real) * nr); s->dfc = malloc(sizeof(real) * nr);
-    s->gv = malloc(sizeof(real) * ng);
     s->spec = malloc(sizeof(int32_t) * nr); s->edge = malloc(sizeof(int64_t) * nr);
-    return s->vx && s->vy && s->vz && s->r && s->fc && s->dfc && s->gv && s->spec && s->edge;
+    return s->vx && s->vy && s->vz && s->r && s->fc && s->dfc && s->spec && s->edge;
 }
 
 static void scratch_free(scratch_t *s) {
     free(s->vx); free(s->vy); free(s->vz); free(s->r); free(s->fc); free(s->dfc);
-    free(s->gv); free(s->spec); free(s->edge);
+    free(s->spec); free(s->edge);
 }
 
 /* Gather the angular neighbours of one centre (r < Rca) into scratch; returns their count. */
@@ -226,17 +227,194 @@ static inline real pair_cos(const scratch_t *s, int64_t p, int64_t q) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Forward and VJP vectorise across the angular pairs of one centre rather than across the 8
+ * sections or shifts of one pair: a centre's pairs are laid out flat, grouped by species pair,
+ * their geometry computed once, then each transcendental (8 log + 16 exp per pair) runs over
+ * every pair in full-width SIMD, and the contractions have no horizontal sums per pair. */
+
+/* Pairs are processed PAIR_CHUNK at a time (lanes innermost); blocks are padded to a multiple. */
+#define PAIR_CHUNK 16
+
+/* Per-thread flat pair arrays of one centre, grown on demand. */
+typedef struct {
+    int64_t cap;
+    real *c, *s95, *rbar, *f12, *wp, *wq, *irp, *irq, *al, *be, *ga;
+    real *Fz, *G; /* (NZ, cap), (NA, cap) */
+    real *gx, *gy, *gz; /* per-neighbour gradient (M, na) */
+    int64_t gcap;
+    int32_t *seg; /* species segments of the sorted angular neighbours (S + 1) */
+    int64_t *blk_start, *blk_end; /* pairs [start, end) of each species pair block; each block
+                                   * padded with neutral pairs to a multiple of PAIR_CHUNK */
+} pairs_t;
+
+static void pairs_free(pairs_t *w) {
+    free(w->c); free(w->s95); free(w->rbar); free(w->f12); free(w->wp); free(w->wq);
+    free(w->irp); free(w->irq); free(w->al); free(w->be); free(w->ga); free(w->Fz); free(w->G);
+    free(w->gx); free(w->gy); free(w->gz); free(w->seg); free(w->blk_start); free(w->blk_end);
+    memset(w, 0, sizeof(*w));
+}
+
+static int pairs_init(pairs_t *w, int S) {
+    memset(w, 0, sizeof(*w));
+    w->seg = malloc(sizeof(int32_t) * (size_t)(S + 1));
+    w->blk_start = malloc(sizeof(int64_t) * (size_t)(S * (S + 1) / 2));
+    w->blk_end = malloc(sizeof(int64_t) * (size_t)(S * (S + 1) / 2));
+    return w->seg && w->blk_start && w->blk_end;
+}
+
+static int pairs_reserve(pairs_t *w, int64_t npairs, int64_t ngrad) {
+    if (npairs > w->cap) {
+        int64_t cap = npairs + npairs / 4 + 16;
+        real **arrs[] = {&w->c, &w->s95, &w->rbar, &w->f12, &w->wp, &w->wq, &w->irp, &w->irq,
+                         &w->al, &w->be, &w->ga};
+        for (size_t k = 0; k < sizeof(arrs) / sizeof(arrs[0]); k++) {
+            free(*arrs[k]);
+            *arrs[k] = malloc(sizeof(real) * (size_t)cap);
+            if (!*arrs[k]) return 0;
+        }
+        free(w->Fz); free(w->G);
+        w->Fz = malloc(sizeof(real) * (size_t)cap * NZ);
+        w->G = malloc(sizeof(real) * (size_t)cap * NA);
+        if (!w->Fz || !w->G) return 0;
+        w->cap = cap;
+    }
+    if (ngrad > w->gcap) {
+        int64_t cap = ngrad + ngrad / 4 + 16;
+        free(w->gx); free(w->gy); free(w->gz);
+        w->gx = malloc(sizeof(real) * (size_t)cap);
+        w->gy = malloc(sizeof(real) * (size_t)cap);
+        w->gz = malloc(sizeof(real) * (size_t)cap);
+        if (!w->gx || !w->gy || !w->gz) return 0;
+        w->gcap = cap;
+    }
+    return 1;
+}
+
+/* Gather the angular neighbours of one centre (r < Rca) into scratch, sorted by species (stable),
+ * with w->seg the species segments. Returns their count. */
+static int64_t gather_sorted(const params_t *P, int64_t st, int64_t en, const real *vec,
+                             const int32_t *nspec, scratch_t *s, pairs_t *w) {
+    const int S = P->S;
+    if (S == 1) {
+        int64_t na = gather_angular(P, st, en, vec, nspec, s);
+        w->seg[0] = 0;
+        w->seg[1] = (int32_t)na;
+        return na;
+    }
+    const real kA = PI_R / P->Rca;
+    for (int t = 0; t <= S; t++) w->seg[t] = 0;
+    for (int64_t e = st; e < en; e++) {
+        real x = vec[3 * e], y = vec[3 * e + 1], z = vec[3 * e + 2];
+        if (x * x + y * y + z * z < P->Rca * P->Rca) w->seg[nspec[e] + 1]++;
+    }
+    for (int t = 0; t < S; t++) w->seg[t + 1] += w->seg[t];
+    int64_t fill[64];
+    for (int t = 0; t < S; t++) fill[t] = w->seg[t]; /* S <= 64: unpack */
+    for (int64_t e = st; e < en; e++) {
+        real x = vec[3 * e], y = vec[3 * e + 1], z = vec[3 * e + 2];
+        real d2 = x * x + y * y + z * z;
+        if (d2 >= P->Rca * P->Rca) continue;
+        real d = r_sqrt(d2);
+        int64_t k = fill[nspec[e]]++;
+        s->vx[k] = x; s->vy[k] = y; s->vz[k] = z; s->r[k] = d;
+        s->fc[k] = (real)0.5 * r_cos(kA * d) + (real)0.5;
+        s->dfc[k] = (real)-0.5 * kA * r_sin(kA * d);
+        s->spec[k] = nspec[e];
+        s->edge[k] = e;
+    }
+    return w->seg[S];
+}
+
+/* The q-range of pair rows of centre p in the block of species (sp, sq), sp <= sq. */
+#define Q_RANGE(w, sp, sq, p, q0, q1)                                   \
+    int64_t q0 = ((sp) == (sq)) ? (p) + 1 : (int64_t)(w)->seg[sq];     \
+    int64_t q1 = (int64_t)(w)->seg[(sq) + 1];
+
+/* Lay out the pairs of one centre flat, block by block, with their geometry. Returns the count
+ * including padding. */
+static int64_t pair_geometry(const params_t *P, const scratch_t *s, pairs_t *w, int with_grad) {
+    const int S = P->S;
+    int64_t k = 0;
+    for (int sp = 0; sp < S; sp++)
+        for (int sq = sp; sq < S; sq++) {
+            w->blk_start[P->triu[sp * S + sq]] = k;
+            for (int64_t p = w->seg[sp]; p < w->seg[sp + 1]; p++) {
+                Q_RANGE(w, sp, sq, p, q0, q1)
+                const real xp = s->vx[p], yp = s->vy[p], zp = s->vz[p], rp = s->r[p];
+                const real fcp = s->fc[p], dfcp = s->dfc[p], irp = (real)1 / rp;
+                real *RESTRICT c = w->c + k - q0, *RESTRICT s95 = w->s95 + k - q0;
+                real *RESTRICT rb = w->rbar + k - q0, *RESTRICT f12 = w->f12 + k - q0;
+#pragma omp simd
+                for (int64_t q = q0; q < q1; q++) {
+                    real irq = (real)1 / s->r[q];
+                    real cc = (xp * s->vx[q] + yp * s->vy[q] + zp * s->vz[q]) * irp * irq;
+                    real c95 = (real)0.95 * cc;
+                    c[q] = cc;
+                    s95[q] = r_sqrt((real)1 - c95 * c95);
+                    rb[q] = (real)0.5 * (rp + s->r[q]);
+                    f12[q] = fcp * s->fc[q];
+                }
+                if (with_grad) {
+                    real *RESTRICT wp = w->wp + k - q0, *RESTRICT wq = w->wq + k - q0;
+                    real *RESTRICT ip = w->irp + k - q0, *RESTRICT iq = w->irq + k - q0;
+#pragma omp simd
+                    for (int64_t q = q0; q < q1; q++) {
+                        real irq = (real)1 / s->r[q];
+                        wp[q] = dfcp * s->fc[q] * irp;
+                        wq[q] = fcp * s->dfc[q] * irq;
+                        ip[q] = irp;
+                        iq[q] = irq;
+                    }
+                }
+                k += q1 - q0;
+            }
+            const int b = P->triu[sp * S + sq];
+            w->blk_end[b] = k;
+            for (; k % PAIR_CHUNK; k++) { /* neutral padding: finite, and f12 = 0 */
+                w->c[k] = 0; w->s95[k] = 1; w->rbar[k] = 0; w->f12[k] = 0;
+                w->wp[k] = 0; w->wq[k] = 0; w->irp[k] = 1; w->irq[k] = 1;
+            }
+        }
+    return k;
+}
+
+/* Fz[z, k] = 2 x_z^zeta and G[a, k] = exp(-etaA (rbar_k - ShfA_a)^2) for every pair k. */
+static void pair_transcendentals(const params_t *P, pairs_t *w, int64_t np) {
+    const real zeta = P->zeta, eta = P->etaA;
+    const real *RESTRICT c = w->c, *RESTRICT s95 = w->s95, *RESTRICT rb = w->rbar;
+    for (int z = 0; z < NZ; z++) {
+        const real cz = (real)0.95 * P->cosZ[z], sz = P->sinZ[z];
+        real *RESTRICT F = w->Fz + (int64_t)z * w->cap;
+#pragma omp simd
+        for (int64_t k = 0; k < np; k++) {
+            real x = (real)0.5 * ((real)1 + c[k] * cz + s95[k] * sz);
+            F[k] = (real)2 * EXP_NEG(zeta * r_log(x));
+        }
+    }
+    for (int a = 0; a < NA; a++) {
+        const real sh = P->shfA[a];
+        real *RESTRICT G = w->G + (int64_t)a * w->cap;
+#pragma omp simd
+        for (int64_t k = 0; k < np; k++) {
+            real t = rb[k] - sh;
+            G[k] = EXP_NEG(-eta * t * t);
+        }
+    }
+}
+
 /* Forward: aev (N, F). */
 int aev_forward(int64_t N, const int64_t *off, const real *vec, const int32_t *nspec,
                 const int32_t *ip, const real *rp, const int32_t *triu, real *out, int nthreads) {
     params_t P;
     if (unpack(ip, rp, triu, &P)) return -2;
     const int64_t maxn = max_degree(N, off);
+    const int nblk = P.S * (P.S + 1) / 2;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
         scratch_t s;
-        if (!scratch_alloc(&s, maxn, 1)) failed = 1;
+        pairs_t w;
+        if (!scratch_alloc(&s, maxn) || !pairs_init(&w, P.S)) failed = 1;
         FTZ_BEGIN
 #pragma omp for schedule(dynamic, 8)
         for (int64_t i = 0; i < N; i++) {
@@ -254,23 +432,31 @@ int aev_forward(int64_t N, const int64_t *off, const real *vec, const int32_t *n
 #pragma omp simd
                 for (int a = 0; a < NR; a++) orad[a] += gR[a];
             }
-            const int64_t na = gather_angular(&P, st, en, vec, nspec, &s);
-            for (int64_t p = 0; p < na; p++) {
-                for (int64_t q = p + 1; q < na; q++) {
-                    real Fz[NZ], Graw[NA];
-                    pair_terms(&P, pair_cos(&s, p, q), (real)0.5 * (s.r[p] + s.r[q]), Fz, NULL, Graw, NULL);
-                    real f12 = s.fc[p] * s.fc[q];
-                    real *RESTRICT oa = o + P.radial_len + P.triu[s.spec[p] * P.S + s.spec[q]] * AZ;
-                    for (int a = 0; a < NA; a++) {
-                        real ga = Graw[a] * f12;
-#pragma omp simd
-                        for (int z = 0; z < NZ; z++) oa[a * NZ + z] += ga * Fz[z];
+            const int64_t na = gather_sorted(&P, st, en, vec, nspec, &s, &w);
+            if (na < 2) continue;
+            if (!pairs_reserve(&w, na * (na - 1) / 2 + nblk * PAIR_CHUNK, 0)) { failed = 1; continue; }
+            const int64_t np = pair_geometry(&P, &s, &w, 0);
+            pair_transcendentals(&P, &w, np);
+            for (int b = 0; b < nblk; b++) {
+                const int64_t k0 = w.blk_start[b], k1 = w.blk_end[b];
+                if (k1 == k0) continue;
+                real *RESTRICT oa = o + P.radial_len + (int64_t)b * AZ;
+                const real *RESTRICT f12 = w.f12;
+                for (int a = 0; a < NA; a++) {
+                    const real *RESTRICT G = w.G + (int64_t)a * w.cap;
+                    for (int z = 0; z < NZ; z++) {
+                        const real *RESTRICT F = w.Fz + (int64_t)z * w.cap;
+                        real acc = 0;
+#pragma omp simd reduction(+ : acc)
+                        for (int64_t k = k0; k < k1; k++) acc += G[k] * f12[k] * F[k];
+                        oa[a * NZ + z] = acc;
                     }
                 }
             }
         }
         FTZ_END
         scratch_free(&s);
+        pairs_free(&w);
     }
     return failed ? -1 : 0;
 }
@@ -283,11 +469,13 @@ int aev_vjp(int64_t N, int64_t E, const int64_t *off, const real *vec, const int
     params_t P;
     if (unpack(ip, rp, triu, &P)) return -2;
     const int64_t maxn = max_degree(N, off);
+    const int S = P.S;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
         scratch_t s;
-        if (!scratch_alloc(&s, maxn, M)) failed = 1;
+        pairs_t w;
+        if (!scratch_alloc(&s, maxn) || !pairs_init(&w, S)) failed = 1;
         FTZ_BEGIN
 #pragma omp for schedule(dynamic, 8)
         for (int64_t i = 0; i < N; i++) {
@@ -313,65 +501,115 @@ int aev_vjp(int64_t N, int64_t E, const int64_t *off, const real *vec, const int
                     gv[0] = k * x; gv[1] = k * y; gv[2] = k * z;
                 }
             }
-            /* angular: the pair terms once, then every member's contraction */
-            const int64_t na = gather_angular(&P, st, en, vec, nspec, &s);
-            memset(s.gv, 0, sizeof(real) * 3 * na * M);
-            for (int64_t p = 0; p < na; p++) {
-                for (int64_t q = p + 1; q < na; q++) {
-                    real Fz[NZ], Fp[NZ], Graw[NA], Gp[NA];
-                    real c = pair_cos(&s, p, q);
-                    pair_terms(&P, c, (real)0.5 * (s.r[p] + s.r[q]), Fz, Fp, Graw, Gp);
-                    real f12 = s.fc[p] * s.fc[q];
-                    int64_t blk = P.triu[s.spec[p] * P.S + s.spec[q]];
-                    real dcp[3], dcq[3];
-                    dcos(&s, p, q, c, dcp, dcq);
-                    real wfp = s.dfc[p] * s.fc[q], wfq = s.fc[p] * s.dfc[q];
-                    for (int64_t m = 0; m < M; m++) {
-                        const real *RESTRICT gb = gaev + (m * N + i) * P.F + P.radial_len + blk * AZ;
-                        /* U[z] = sum_a Graw[a] g[a,z], V[z] = sum_a Gp[a] g[a,z]: vector sums over
-                         * a, leaving three horizontal sums per pair */
-                        real U[NZ], V[NZ];
+            const int64_t na = gather_sorted(&P, st, en, vec, nspec, &s, &w);
+            if (na < 2) continue;
+            if (!pairs_reserve(&w, na * (na - 1) / 2 + S * (S + 1) / 2 * PAIR_CHUNK, na * M)) { failed = 1; continue; }
+            const int64_t np = pair_geometry(&P, &s, &w, 1);
+            pair_transcendentals(&P, &w, np);
+            memset(w.gx, 0, sizeof(real) * na * M);
+            memset(w.gy, 0, sizeof(real) * na * M);
+            memset(w.gz, 0, sizeof(real) * na * M);
+            for (int64_t m = 0; m < M; m++) {
+                real *RESTRICT gx = w.gx + m * na, *RESTRICT gy = w.gy + m * na, *RESTRICT gz = w.gz + m * na;
+                for (int sp = 0; sp < S; sp++)
+                    for (int sq = sp; sq < S; sq++) {
+                        const int b = P.triu[sp * S + sq];
+                        const int64_t k0 = w.blk_start[b], k1 = w.blk_end[b];
+                        if (k1 == k0) continue;
+                        const real *RESTRICT g = gaev + (m * N + i) * P.F + P.radial_len + (int64_t)b * AZ;
+                        /* per pair: dL/dc, dL/drbar, dL/df12, then the coefficients of the
+                         * gradient on v_p and v_q: g_p += al v_q + be v_p, g_q += al v_p + ga v_q */
+                        const real zeta = P.zeta, eta = P.etaA;
+                        const real *RESTRICT c = w.c, *RESTRICT s95 = w.s95, *RESTRICT rb = w.rbar;
+                        const real *RESTRICT f12 = w.f12, *RESTRICT wp = w.wp, *RESTRICT wq = w.wq;
+                        const real *RESTRICT irp = w.irp, *RESTRICT irq = w.irq;
+                        const real *RESTRICT Fz = w.Fz, *RESTRICT G = w.G;
+                        real *RESTRICT al = w.al, *RESTRICT be = w.be, *RESTRICT ga = w.ga;
+                        const int64_t cap = w.cap;
+                        for (int64_t kc = k0; kc < k1; kc += PAIR_CHUNK) {
+                            real U[NZ][PAIR_CHUNK], V[NZ][PAIR_CHUNK], H[PAIR_CHUNK];
+                            for (int z = 0; z < NZ; z++)
 #pragma omp simd
-                        for (int z = 0; z < NZ; z++) { U[z] = 0; V[z] = 0; }
-                        for (int a = 0; a < NA; a++) {
-                            const real wa = Graw[a], va = Gp[a];
+                                for (int l = 0; l < PAIR_CHUNK; l++) { U[z][l] = 0; V[z][l] = 0; }
+                            for (int a = 0; a < NA; a++) {
+                                const real *RESTRICT Ga = G + a * cap + kc;
+                                const real sh = P.shfA[a];
 #pragma omp simd
+                                for (int l = 0; l < PAIR_CHUNK; l++) H[l] = (rb[kc + l] - sh) * Ga[l];
+                                for (int z = 0; z < NZ; z++) {
+                                    const real gaz = g[a * NZ + z];
+#pragma omp simd
+                                    for (int l = 0; l < PAIR_CHUNK; l++) {
+                                        U[z][l] += Ga[l] * gaz;
+                                        V[z][l] += H[l] * gaz;
+                                    }
+                                }
+                            }
+                            real dLdc[PAIR_CHUNK], dLdf12[PAIR_CHUNK], dLdr[PAIR_CHUNK], ds95[PAIR_CHUNK];
+#pragma omp simd
+                            for (int l = 0; l < PAIR_CHUNK; l++) {
+                                dLdc[l] = 0; dLdf12[l] = 0; dLdr[l] = 0;
+                                ds95[l] = (real)-0.9025 * c[kc + l] / s95[kc + l];
+                            }
                             for (int z = 0; z < NZ; z++) {
-                                U[z] += wa * gb[a * NZ + z];
-                                V[z] += va * gb[a * NZ + z];
+                                const real cz = (real)0.95 * P.cosZ[z], sz = P.sinZ[z];
+                                const real *RESTRICT F = Fz + z * cap + kc;
+#pragma omp simd
+                                for (int l = 0; l < PAIR_CHUNK; l++) {
+                                    const real x = (real)0.5 * ((real)1 + c[kc + l] * cz + s95[kc + l] * sz);
+                                    const real dx = (real)0.5 * (cz + ds95[l] * sz);
+                                    dLdc[l] += zeta * F[l] / x * dx * U[z][l];
+                                    dLdf12[l] += F[l] * U[z][l];
+                                    dLdr[l] += F[l] * V[z][l];
+                                }
+                            }
+#pragma omp simd
+                            for (int l = 0; l < PAIR_CHUNK; l++) {
+                                const int64_t k = kc + l;
+                                const real dc = dLdc[l] * f12[k];
+                                const real half = (real)-1 * eta * f12[k] * dLdr[l];
+                                const real ap = half * irp[k] + dLdf12[l] * wp[k];
+                                const real aq = half * irq[k] + dLdf12[l] * wq[k];
+                                al[k] = dc * irp[k] * irq[k];
+                                be[k] = ap - dc * c[k] * irp[k] * irp[k];
+                                ga[k] = aq - dc * c[k] * irq[k] * irq[k];
                             }
                         }
-                        real dLdc = 0, dLdrbar = 0, dLdf12 = 0;
-#pragma omp simd reduction(+ : dLdc, dLdrbar, dLdf12)
-                        for (int z = 0; z < NZ; z++) {
-                            dLdc += Fp[z] * U[z];
-                            dLdf12 += Fz[z] * U[z];
-                            dLdrbar += Fz[z] * V[z];
+                        /* scatter: rows p-major as pair_geometry laid them out */
+                        int64_t k = k0;
+                        for (int64_t p = w.seg[sp]; p < w.seg[sp + 1]; p++) {
+                            Q_RANGE(&w, sp, sq, p, q0, q1)
+                            const real xp = s.vx[p], yp = s.vy[p], zp = s.vz[p];
+                            const real *RESTRICT alp = al + k - q0, *RESTRICT bep = be + k - q0;
+                            const real *RESTRICT gap = ga + k - q0;
+                            real sx = 0, sy = 0, sz = 0, sb = 0;
+#pragma omp simd reduction(+ : sx, sy, sz, sb)
+                            for (int64_t q = q0; q < q1; q++) {
+                                gx[q] += alp[q] * xp + gap[q] * s.vx[q];
+                                gy[q] += alp[q] * yp + gap[q] * s.vy[q];
+                                gz[q] += alp[q] * zp + gap[q] * s.vz[q];
+                                sx += alp[q] * s.vx[q];
+                                sy += alp[q] * s.vy[q];
+                                sz += alp[q] * s.vz[q];
+                                sb += bep[q];
+                            }
+                            gx[p] += sx + sb * xp;
+                            gy[p] += sy + sb * yp;
+                            gz[p] += sz + sb * zp;
+                            k += q1 - q0;
                         }
-                        dLdc *= f12;
-                        real half = (real)0.5 * f12 * dLdrbar;
-                        real ap = (half + dLdf12 * wfp) / s.r[p];
-                        real aq = (half + dLdf12 * wfq) / s.r[q];
-                        real *gp = s.gv + 3 * (m * na + p), *gq = s.gv + 3 * (m * na + q);
-                        gp[0] += dLdc * dcp[0] + ap * s.vx[p];
-                        gp[1] += dLdc * dcp[1] + ap * s.vy[p];
-                        gp[2] += dLdc * dcp[2] + ap * s.vz[p];
-                        gq[0] += dLdc * dcq[0] + aq * s.vx[q];
-                        gq[1] += dLdc * dcq[1] + aq * s.vy[q];
-                        gq[2] += dLdc * dcq[2] + aq * s.vz[q];
                     }
-                }
             }
             for (int64_t m = 0; m < M; m++) {
                 for (int64_t p = 0; p < na; p++) {
                     real *gv = gvec + (s.edge[p] * M + m) * 3;
-                    const real *g = s.gv + 3 * (m * na + p);
-                    gv[0] += g[0]; gv[1] += g[1]; gv[2] += g[2];
+                    gv[0] += w.gx[m * na + p]; gv[1] += w.gy[m * na + p]; gv[2] += w.gz[m * na + p];
                 }
             }
         }
         FTZ_END
         scratch_free(&s);
+        pairs_free(&w);
     }
     return failed ? -1 : 0;
 }
@@ -388,7 +626,7 @@ int aev_jvp(int64_t N, int64_t E, const int64_t *off, const real *vec, const int
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
         scratch_t s;
-        if (!scratch_alloc(&s, maxn, 1)) failed = 1;
+        if (!scratch_alloc(&s, maxn)) failed = 1;
         FTZ_BEGIN
 #pragma omp for schedule(dynamic, 8)
         for (int64_t i = 0; i < N; i++) {
