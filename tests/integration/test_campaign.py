@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -159,6 +160,9 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path):
     t0 = time.time()
     assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()
     duration = time.time() - t0
+    log = ref.stderr.read().decode()  # not a terminal: progress as timestamped lines, one per stage
+    assert re.search(r"^\d\d:\d\d:\d\d campaign tiny — generation 0 — label", log, re.M), log
+    assert re.search(r"— generation 1 — train", log) and "finished: generation cap" in log, log
     rng = random.Random(7)
     kills = 0
     for _ in range(40):

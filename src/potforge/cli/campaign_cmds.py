@@ -37,6 +37,9 @@ class LiveView:
         self.event = event
 
     def render(self):
+        return Group(*self.lines(), Text(f"elapsed {time.time() - self.started:.0f} s", style="dim"))
+
+    def lines(self) -> list[Text]:
         e = self.event
         head = Text(
             f"campaign {self.name} — generation {e.get('generation', 0)} — {e.get('stage', 'starting')}", style="bold"
@@ -64,8 +67,30 @@ class LiveView:
             lines.append(Text(f"warning: {e.get('message')}", style="yellow"))
         elif stage == "finished":
             lines.append(Text(f"finished: {e.get('reason')}"))
-        lines.append(Text(f"elapsed {time.time() - self.started:.0f} s", style="dim"))
-        return Group(*lines)
+        return lines
+
+
+class LogLines:
+    """Campaign progress for a log file or a pipe, where a live view draws nothing until the end:
+    one timestamped line whenever the stage or generation changes, for every warning and at the
+    finish, and otherwise at most one every ``every_s`` seconds."""
+
+    def __init__(self, view: LiveView, every_s: float = 30.0) -> None:
+        self.view, self.every_s = view, every_s
+        self.key: tuple | None = None
+        self.last = 0.0
+
+    def __call__(self, event: dict) -> None:
+        self.view.update(event)
+        key, now = (event.get("stage"), event.get("generation")), time.time()
+        if key == self.key and key[0] not in ("warning", "finished") and now - self.last < self.every_s:
+            return
+        self.key, self.last = key, now
+        head, *rest = self.view.lines()
+        if rest and key[0] in ("warning", "finished"):  # the stage would say it twice
+            head = Text(f"campaign {self.view.name} — generation {key[1]}")
+        text = " — ".join(line.plain for line in (head, *rest))
+        console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("run")
@@ -81,13 +106,16 @@ def run_cmd(
     cfg = load_config(config)
     directory = directory or Path("runs") / cfg.name
     view = LiveView(cfg.name)
-    with Live(view.render(), console=console, refresh_per_second=2) as live:
+    if not console.is_terminal:  # a log file or a pipe (nohup, a batch job): lines, not a live view
+        state = run_campaign(cfg, directory, progress=LogLines(view))
+    else:
+        with Live(view.render(), console=console, refresh_per_second=2) as live:
 
-        def show(event: dict) -> None:
-            view.update(event)
-            live.update(view.render())
+            def show(event: dict) -> None:
+                view.update(event)
+                live.update(view.render())
 
-        state = run_campaign(cfg, directory, progress=show)
+            state = run_campaign(cfg, directory, progress=show)
     console.print(f"campaign {cfg.name}: {state.stop_reason}; directory {directory}")
     print_status(directory)
     if validate and cfg.validation.enabled:
