@@ -252,5 +252,10 @@ def test_a_store_killed_while_it_was_being_created_opens_afterwards(tmp_path):
     path = tmp_path / "campaign.db"
     done = subprocess.run([sys.executable, "-c", KILLED_WHILE_CREATING, str(path)], capture_output=True)
     assert done.returncode == 9
+    left = list(tmp_path.glob(".campaign.db.*.creating"))
+    assert len(left) == 1  # the killed creator's private file
+    elsewhere = tmp_path / ".campaign.db.otherhost.123.creating"  # another host's, maybe still creating
+    elsewhere.write_bytes(b"")
     store = DatasetStore(path)  # ASE alone would fail here for ever: tables without a version row
     assert store.count() == 0
+    assert not left[0].exists() and elsewhere.exists()  # this host's dead creator: swept; the other: kept

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,8 +113,21 @@ def redact(target: str | Path) -> str:
 def _create_sqlite(path: Path) -> None:
     """Create an empty ASE database at ``path`` all at once. ASE creates its tables one
     statement at a time and writes its version row last; a process killed in between leaves a
-    file that ASE can never open again. So initialise a private file and link it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+    file that ASE can never open again. So initialise a private file and link it into place;
+    the private files of creators killed before (dead processes of this host, or older than an
+    hour) are removed first."""
+    host = socket.gethostname().replace(".", "_")
+    for old in path.parent.glob(f".{path.name}.*.creating"):
+        old_host, _, pid = old.name[len(path.name) + 2 : -len(".creating")].rpartition(".")
+        try:
+            stale = (old_host == host and pid.isdigit() and not _alive(int(pid))) or (
+                time.time() - old.stat().st_mtime > 3600
+            )
+        except OSError:
+            continue  # removed by another process meanwhile
+        if stale:
+            old.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.{host}.{os.getpid()}.creating")
     try:
         connect(str(tmp), type="db", append=True, use_lock_file=False).count()
         try:
@@ -121,6 +136,16 @@ def _create_sqlite(path: Path) -> None:
             pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class DatasetStore:
