@@ -33,8 +33,24 @@ typedef double real;
 #define RESTRICT
 #endif
 
-#define TILE 4      /* atoms per register tile */
-#define VB 16       /* output neurons per register block */
+/* A register tile is TILE atoms by VB output neurons: TILE * VB / lanes accumulators, and per
+ * input neuron VB / lanes weight loads and TILE broadcasts. With 512-bit vectors, 8 x 32 keeps
+ * 16 of the 32 registers accumulating (measured 1.7x faster than 4 x 16 on an AVX-512 Xeon:
+ * 4,000 atoms 58 -> 34 ms); with 256-bit ones 4 x 16 already takes 8 of 16. The reduction order,
+ * hence every number, does not depend on either. */
+#if defined(__AVX512F__)
+#define TILE_DEFAULT 8
+#define VB_DEFAULT 32
+#else
+#define TILE_DEFAULT 4
+#define VB_DEFAULT 16
+#endif
+#ifndef TILE
+#define TILE TILE_DEFAULT /* atoms per register tile */
+#endif
+#ifndef VB
+#define VB VB_DEFAULT     /* output neurons per register block */
+#endif
 #define MAX_LAYERS 8
 #define MAX_WIDTH 1024
 

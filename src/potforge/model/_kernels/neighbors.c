@@ -13,7 +13,9 @@
  * bins visit ~4x less volume than cutoff-wide ones. A neighbour bin
  * index outside the grid is wrapped and becomes a lattice shift; distinct (bin, shift)
  * combinations are distinct images, so nothing is visited twice. Two passes (count, fill)
- * make the output exactly sized and the fill parallel.
+ * make the output exactly sized and the fill parallel. The wrapped Cartesian positions are kept
+ * in bin order, so a candidate's distance is its stored position plus its bin image's offset
+ * (shift @ cell - centre, once per bin), with no matrix product per candidate pair.
  *
  * Edge e: centre i, neighbour j, integer shift S (3), with
  *   vec = pos[j] - pos[i] + S @ cell  and  |vec| < cutoff, (j, S) != (i, 0).
@@ -59,11 +61,13 @@ typedef struct {
     int64_t *bin_off;  /* (n_bins + 1) CSR of atoms per bin */
     int64_t *bin_atoms;
     int64_t *atom_sys;
+    double *bx, *by, *bz; /* wrapped Cartesian positions in bin order (contiguous per bin) */
 } grid_t;
 
 static void grid_free(grid_t *g) {
     free(g->sys); free(g->frac); free(g->wrap); free(g->atom_bin);
     free(g->bin_off); free(g->bin_atoms); free(g->atom_sys);
+    free(g->bx); free(g->by); free(g->bz);
 }
 
 /* returns 0, -1 (memory), -3 (degenerate cell) */
@@ -136,6 +140,17 @@ static int grid_build(grid_t *g, int64_t n_sys, const int64_t *atom_start, const
     memcpy(fill, g->bin_off, sizeof(int64_t) * (size_t)nbins);
     for (int64_t i = 0; i < N; i++) g->bin_atoms[fill[g->atom_bin[i]]++] = i;
     free(fill);
+    g->bx = malloc(sizeof(double) * nn);
+    g->by = malloc(sizeof(double) * nn);
+    g->bz = malloc(sizeof(double) * nn);
+    if (!g->bx || !g->by || !g->bz) return -1;
+    for (int64_t t = 0; t < N; t++) {
+        const int64_t i = g->bin_atoms[t];
+        const double *c = g->sys[g->atom_sys[i]].cell, *f = g->frac + 3 * i;
+        g->bx[t] = f[0] * c[0] + f[1] * c[3] + f[2] * c[6];
+        g->by[t] = f[0] * c[1] + f[1] * c[4] + f[2] * c[7];
+        g->bz[t] = f[0] * c[2] + f[1] * c[5] + f[2] * c[8];
+    }
     return 0;
 }
 
@@ -145,6 +160,9 @@ static int64_t visit(const grid_t *g, int64_t i, double rc2, int mode, int64_t *
                      double *mind2) {
     const sys_t *s = &g->sys[g->atom_sys[i]];
     const double *fi = g->frac + 3 * i;
+    const double xi = fi[0] * s->cell[0] + fi[1] * s->cell[3] + fi[2] * s->cell[6];
+    const double yi = fi[0] * s->cell[1] + fi[1] * s->cell[4] + fi[2] * s->cell[7];
+    const double zi = fi[0] * s->cell[2] + fi[1] * s->cell[5] + fi[2] * s->cell[8];
     int64_t bi = g->atom_bin[i] - s->bin0;
     int64_t b2 = bi % s->nb[2], b1 = (bi / s->nb[2]) % s->nb[1], b0 = bi / (s->nb[1] * s->nb[2]);
     int64_t count = 0;
@@ -155,17 +173,17 @@ static int64_t visit(const grid_t *g, int64_t i, double rc2, int mode, int64_t *
             for (int d2 = -s->m[2]; d2 <= s->m[2]; d2++) {
                 int64_t q2, c2 = floormod(b2 + d2, s->nb[2], &q2);
                 int64_t bin = s->bin0 + (c0 * s->nb[1] + c1) * s->nb[2] + c2;
+                /* the image of this bin: its atoms' wrapped positions plus q @ cell, minus centre */
+                const double ox = q0 * s->cell[0] + q1 * s->cell[3] + q2 * s->cell[6] - xi;
+                const double oy = q0 * s->cell[1] + q1 * s->cell[4] + q2 * s->cell[7] - yi;
+                const double oz = q0 * s->cell[2] + q1 * s->cell[5] + q2 * s->cell[8] - zi;
+                const int home = q0 == 0 && q1 == 0 && q2 == 0;
                 for (int64_t t = g->bin_off[bin]; t < g->bin_off[bin + 1]; t++) {
-                    int64_t j = g->bin_atoms[t];
-                    if (j == i && q0 == 0 && q1 == 0 && q2 == 0) continue;
-                    double df0 = g->frac[3 * j] + q0 - fi[0];
-                    double df1 = g->frac[3 * j + 1] + q1 - fi[1];
-                    double df2 = g->frac[3 * j + 2] + q2 - fi[2];
-                    double x = df0 * s->cell[0] + df1 * s->cell[3] + df2 * s->cell[6];
-                    double y = df0 * s->cell[1] + df1 * s->cell[4] + df2 * s->cell[7];
-                    double z = df0 * s->cell[2] + df1 * s->cell[5] + df2 * s->cell[8];
+                    double x = g->bx[t] + ox, y = g->by[t] + oy, z = g->bz[t] + oz;
                     double r2 = x * x + y * y + z * z;
                     if (r2 >= rc2) continue;
+                    int64_t j = g->bin_atoms[t];
+                    if (home && j == i) continue;
                     if (r2 < *mind2) *mind2 = r2;
                     if (mode) {
                         nbr[count] = j;
