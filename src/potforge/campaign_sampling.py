@@ -77,6 +77,7 @@ def queue_frame(store: DatasetStore, rec: FlaggedFrame, oracle_name: str, oracle
             "schedule": rec.schedule,
             "strain": rec.strain,
             "pressure": rec.pressure,
+            "member": rec.member,
         },
     )
     return store.add_pending(atoms, prov, oracle_name, oracle_hash) is not None

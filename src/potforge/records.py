@@ -79,6 +79,7 @@ class FlaggedFrame(Record):
     target_pressure_GPa: float | None = None
     census: CensusPoint | None = None
     parent: str | None = None  # the previous generation's trajectory this one continued, if any
+    member: int | None = None  # the ensemble member whose forces drove it (None: the mean)
 
     def atoms(self) -> Atoms:
         return Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=True)

@@ -137,3 +137,34 @@ def test_a_blown_up_system_is_named(ani_al64):
     with pytest.raises(md.UnstableSystems) as err:
         md.init([frames[0], crushed], [md.Drive.of(300.0)] * 2, [1, 2], prov)
     assert list(err.value.reasons) == [1]
+
+
+def test_a_system_driven_by_one_member_moves_on_that_members_forces(ani_al64, tmp_path):
+    """Drives naming a member: those systems get that member's forces and stress, the others the
+    mean, in one batched call; the member survives a checkpoint."""
+    import dataclasses
+
+    drives = _drives()
+    drives[0] = dataclasses.replace(drives[0], member=5)
+    drives[1] = dataclasses.replace(drives[1], member=2)
+    prov = md.EnsembleForces(ani_al64, skin_A=0.5)
+    state = md.init(_frames(3), drives, [md.stream_key(7, k) for k in range(3)], prov)
+    for _ in range(5):
+        state, forces = md.step(state, prov, INTEG, members=[0, 2])
+    frames = [state.to_atoms(b, wrap=False) for b in range(3)]
+    ref = ani_al64.evaluate(atoms_to_batch(frames, ani_al64), member_forces=True, stress=True)
+    forces = prov(state, stress=True)
+    sl = [state.system_atoms(b) for b in range(3)]
+    torch.testing.assert_close(forces.forces[sl[0]], ref.member_forces[5, sl[0]], rtol=0, atol=1e-9)
+    torch.testing.assert_close(forces.forces[sl[1]], ref.member_forces[2, sl[1]], rtol=0, atol=1e-9)
+    torch.testing.assert_close(forces.forces[sl[2]], ref.forces[sl[2]], rtol=0, atol=1e-9)
+    torch.testing.assert_close(forces.stress[1], ref.member_stress[2, 1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(forces.energy[0], ref.member_energies[5, 0].double(), rtol=0, atol=1e-9)
+    buf = io.BytesIO()
+    torch.save(md.state_to_dict(state), buf)
+    buf.seek(0)
+    back = md.state_from_dict(torch.load(buf, weights_only=True))
+    assert [d.member for d in back.drives] == [5, 2, None]
+    with pytest.raises(ValueError, match="members"):
+        bad = dataclasses.replace(drives[0], member=ani_al64.n_members)
+        md.init(_frames(1), [bad], [md.stream_key(7, 0)], prov)

@@ -90,6 +90,15 @@ def test_member_forces_are_each_members_gradient(model):
     torch.testing.assert_close(pred.stress, pred.member_stress.mean(0))
     spread = torch.sqrt(((pred.member_forces - pred.forces) ** 2).sum(-1).sum(0) / (model.n_members - 1))
     torch.testing.assert_close(pred.force_std, spread)
+    # driven by member 1 alone (one-hot weights): that member's energy, forces (checked above
+    # against its finite differences) and stress; the spread is unchanged
+    weights = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    for mode in ({"forces": True}, {"member_forces": True}):
+        driven = model.evaluate(batch, stress=True, weights=weights, **mode)
+        torch.testing.assert_close(driven.energy[0], pred.member_energies[1, 0])
+        torch.testing.assert_close(driven.forces, pred.member_forces[1])
+        torch.testing.assert_close(driven.stress, pred.member_stress[1])
+    torch.testing.assert_close(driven.force_std, pred.force_std)
 
 
 def test_rotation_and_translation_invariance(calc):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from scipy.spatial.transform import Rotation
 
@@ -107,3 +108,50 @@ def test_float32_close_to_float64(structures, ani_al32, ani_al64):
     p64 = ani_al64.evaluate(atoms_to_batch([atoms], ani_al64))
     assert abs(float(p32.energy[0] - p64.energy[0])) / len(atoms) < 2e-5
     assert float((p32.forces.double() - p64.forces).abs().max()) < 2e-4
+
+
+def test_member_weights_give_that_members_energy_forces_and_stress(structures, ani_al64):
+    """A trajectory driven by one member moves on that member's surface: with one-hot weights the
+    energy is the member's, the forces minus its gradient (finite differences of that member's
+    energy) and the stress its strain derivative; the spread stays the whole ensemble's."""
+    frames = [structures["random_cell_b"], structures["sheared_triclinic"]]
+    batch = atoms_to_batch(frames, ani_al64)
+    m = ani_al64.n_members
+    weights = torch.zeros(m, 2, dtype=torch.float64)
+    weights[3, 0] = 1.0  # system 0: member 3 alone; system 1: the mean
+    weights[:, 1] = 1.0 / m
+    full = ani_al64.evaluate(batch, member_forces=True, stress=True)
+    driven = ani_al64.evaluate(batch, forces=True, stress=True, weights=weights)
+    driven_members = ani_al64.evaluate(batch, member_forces=True, stress=True, weights=weights)
+    n0 = len(frames[0])
+    assert float(driven.energy[0]) == pytest.approx(float(full.member_energies[3, 0]), abs=1e-9)
+    assert float(driven.energy[1]) == pytest.approx(float(full.energy[1]), abs=1e-9)
+    for pred in (driven, driven_members):
+        np.testing.assert_allclose(pred.forces[:n0], full.member_forces[3, :n0], atol=1e-10)
+        np.testing.assert_allclose(pred.forces[n0:], full.forces[n0:], atol=1e-10)
+        np.testing.assert_allclose(pred.stress[0], full.member_stress[3, 0], atol=1e-12)
+    np.testing.assert_allclose(driven_members.force_std, full.force_std, atol=1e-12)
+    # and against finite differences of member 3's energy alone
+    atoms = frames[0]
+
+    def member3(positions):
+        moved = atoms.copy()
+        moved.positions = positions
+        return float(ani_al64.evaluate(atoms_to_batch([moved], ani_al64), forces=False).member_energies[3, 0])
+
+    h = 1e-4
+    for i, a in [(0, 0), (5, 2), (n0 - 1, 1)]:
+        plus, minus = atoms.positions.copy(), atoms.positions.copy()
+        plus[i, a] += h
+        minus[i, a] -= h
+        fd = -(member3(plus) - member3(minus)) / (2 * h)
+        assert float(driven.forces[i, a]) == pytest.approx(fd, abs=2e-6)
+    assert float(full.member_forces[:, :n0].std(0).max()) > 1e-3  # the members do differ here
+
+
+def test_member_weights_must_be_weights(structures, ani_al64):
+    batch = atoms_to_batch([structures["random_cell_b"]], ani_al64)
+    with pytest.raises(ValueError, match="sum to 1"):
+        ani_al64.evaluate(batch, weights=torch.full((ani_al64.n_members, 1), 0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="shape"):
+        ani_al64.evaluate(batch, weights=torch.ones(1, 1, dtype=torch.float64))

@@ -109,6 +109,8 @@ class EnsembleForces:
 
     The potential keeps its own dtype (float32 is the usual MD choice; the state may be float64);
     ``skin_A`` is the neighbour-list skin (Å). ``members`` systems get every member's forces.
+    A system whose drive names a ``member`` moves on that member's energy, forces and stress
+    (the spread is still the whole ensemble's).
     """
 
     def __init__(self, model: Potential, skin_A: float = 1.0) -> None:
@@ -182,7 +184,23 @@ class EnsembleForces:
         )
         if m.device.type != "cpu":
             graph = _graph_to(graph, m.device)
-        return m.evaluate(batch, forces=True, member_forces=with_members, stress=stress, graph=graph)
+        weights = self._weights([state.drives[b].member for b in index])
+        return m.evaluate(batch, forces=True, member_forces=with_members, stress=stress, graph=graph, weights=weights)
+
+    def _weights(self, drivers: list[int | None]) -> torch.Tensor | None:
+        """(M, B) member weights: one-hot for systems driven by one member, 1/M for the rest;
+        None when every system follows the mean (the usual path, unchanged)."""
+        if all(d is None for d in drivers):
+            return None
+        m = self.model.n_members
+        w = torch.full((m, len(drivers)), 1.0 / m, dtype=torch.float64)
+        for b, d in enumerate(drivers):
+            if d is not None:
+                if d >= m:
+                    raise ValueError(f"a system is driven by member {d}, but the model has {m} members")
+                w[:, b] = 0.0
+                w[d, b] = 1.0
+        return w
 
 
 def _graph_to(graph, device):

@@ -176,18 +176,23 @@ class Drive:
     barostat ``iso``, ``aniso`` (each Cartesian axis on its own, orthogonal cells), ``z``, or
     ``full``: every component of the cell, so a box can shear into whatever shape a crystal of
     its atoms needs) or
-    a cell strain F(t), or neither (constant volume)."""
+    a cell strain F(t), or neither (constant volume). ``member``: the index of the one ensemble
+    member whose forces drive the system (None: the ensemble mean; force providers without
+    members ignore it)."""
 
     temperature_K: Schedule
     pressure_GPa: Schedule | None = None
     barostat: BarostatMode = "iso"
     strain: StrainSchedule | None = None
+    member: int | None = None
 
     def __post_init__(self) -> None:
         if self.pressure_GPa is not None and self.strain is not None:
             raise ValueError("a system is driven by a pressure or by a strain schedule, not both")
         if self.barostat not in ("iso", "aniso", "z", "full"):
             raise ValueError(f"unknown barostat mode {self.barostat!r} (iso, aniso, z or full)")
+        if self.member is not None and self.member < 0:
+            raise ValueError(f"ensemble member {self.member} is negative")
 
     @classmethod
     def of(
@@ -207,6 +212,7 @@ class Drive:
             "pressure_GPa": None if self.pressure_GPa is None else self.pressure_GPa.to_dict(),
             "barostat": self.barostat,
             "strain": None if self.strain is None else self.strain.to_dict(),
+            "member": self.member,
         }
 
     @classmethod
@@ -216,4 +222,5 @@ class Drive:
             schedule_from_dict(d["pressure_GPa"]),
             d.get("barostat", "iso"),
             schedule_from_dict(d["strain"]),
+            d.get("member"),
         )

@@ -78,6 +78,36 @@ def member_moments(x: torch.Tensor, variance: bool = True) -> tuple[torch.Tensor
     return mean, sq / (m - 1)
 
 
+def check_weights(weights: torch.Tensor | None, n_members: int, n_systems: int) -> None:
+    """Member weights (M, B) for :meth:`evaluate`: the right shape, each column summing to 1."""
+    if weights is None:
+        return
+    if tuple(weights.shape) != (n_members, n_systems):
+        raise ValueError(f"member weights of shape {tuple(weights.shape)}, expected ({n_members}, {n_systems})")
+    if not torch.allclose(weights.double().sum(0), torch.ones(n_systems, dtype=torch.float64), atol=1e-6):
+        raise ValueError("member weights must sum to 1 for each system")
+
+
+def weighted_sum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Σ_m w[m] x[m] over axis 0 (``w`` broadcasts against ``x[m]``), accumulated member by
+    member as :func:`member_moments` is, so a system's result does not depend on its batch."""
+    w = w.to(x.device, x.dtype)
+    total = w[0] * x[0]
+    for k in range(1, x.shape[0]):
+        total = total + w[k] * x[k]
+    return total
+
+
+def weighted_members(
+    weights: torch.Tensor, member_forces: torch.Tensor, member_stress: torch.Tensor | None, system: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Forces (N, 3) and stress (B, 3, 3) of Σ_m w_mb E_mb from every member's (M, N, 3) and
+    (M, B, 3, 3); ``system`` (N,) each atom's system."""
+    forces = weighted_sum(weights[:, system, None], member_forces)
+    stress = None if member_stress is None else weighted_sum(weights[:, :, None, None], member_stress)
+    return forces, stress
+
+
 def species_indices(elements: tuple[str, ...], symbols: list[str], device: torch.device) -> torch.Tensor:
     """Indices into ``elements`` of chemical ``symbols`` (long, on ``device``); an element a model
     does not know raises :class:`UnknownElementError`. Shared by every architecture."""
@@ -253,6 +283,7 @@ class ANIEnsemble(nn.Module):
         member_forces: Literal[False] = ...,
         stress: Literal[False] = ...,
         graph: NeighborGraph | None = ...,
+        weights: torch.Tensor | None = ...,
     ) -> EnergyPrediction: ...
     @overload
     def evaluate(
@@ -263,6 +294,7 @@ class ANIEnsemble(nn.Module):
         member_forces: Literal[False] = ...,
         stress: bool = ...,
         graph: NeighborGraph | None = ...,
+        weights: torch.Tensor | None = ...,
     ) -> ForcePrediction: ...
     @overload
     def evaluate(
@@ -273,6 +305,7 @@ class ANIEnsemble(nn.Module):
         member_forces: Literal[True],
         stress: bool = ...,
         graph: NeighborGraph | None = ...,
+        weights: torch.Tensor | None = ...,
     ) -> MemberPrediction: ...
     def evaluate(
         self,
@@ -282,6 +315,7 @@ class ANIEnsemble(nn.Module):
         member_forces: bool = False,
         stress: bool = False,
         graph: NeighborGraph | None = None,
+        weights: torch.Tensor | None = None,
     ) -> EnergyPrediction:
         """Energies (always), forces and stress (on request) of every system in ``batch``; the
         type of the result says what it holds.
@@ -291,9 +325,14 @@ class ANIEnsemble(nn.Module):
         ``member_forces``. ``graph``: a neighbour graph of ``batch`` built with at least the
         model's cutoff (a longer one, as MD reuses between steps, is fine). Nothing is attached
         to autograd.
+
+        ``weights`` (M, B), each column summing to 1: ``energy``, ``forces`` and ``stress`` are
+        those of Σ_m w_mb E_mb instead of the mean (one member's, for a trajectory driven by a
+        single member); member energies, forces and spreads are unaffected.
         """
         if stress and not (forces or member_forces):
             raise ValueError("stress needs forces=True or member_forces=True")
+        check_weights(weights, self.n_members, batch.n_systems)
         with torch.no_grad():
             batch = batch.to(self.device, self.dtype)
             graph, vec, op = self.aev_operator(batch, graph)
@@ -304,9 +343,16 @@ class ANIEnsemble(nn.Module):
             member_e = self.system_energies(atomic, batch)
             energy, energy_var = member_moments(member_e)
             energy_std = energy_var.sqrt()
+            if weights is not None:
+                energy = weighted_sum(weights, member_e)
             if not need_grad:
                 return EnergyPrediction(energy=energy, member_energies=member_e, energy_std=energy_std)
-            cot = grad_aev if member_forces else member_moments(grad_aev, variance=False)[0][None]
+            if member_forces:
+                cot = grad_aev
+            elif weights is not None:  # one cotangent: the weighted sum of the members' gradients
+                cot = weighted_sum(weights.to(grad_aev.device)[:, batch.system, None], grad_aev)[None]
+            else:
+                cot = member_moments(grad_aev, variance=False)[0][None]
             gvec = op.vjp(cot)  # (E, K, 3): dE/d(edge vector)
             f = edge_to_atom_forces(gvec, graph, batch.n_atoms)
             s = self._stress(vec, gvec, graph, batch) if stress else None
@@ -317,9 +363,12 @@ class ANIEnsemble(nn.Module):
                 )  # fmt: skip
             mean_f, var_f = member_moments(f)
             force_std = (var_f[:, 0] + var_f[:, 1] + var_f[:, 2]).sqrt()
+            drive_f, drive_s = mean_f, None if s is None else s.mean(0)
+            if weights is not None:
+                drive_f, drive_s = weighted_members(weights, f, s, batch.system)
             return MemberPrediction(
-                energy=energy, member_energies=member_e, energy_std=energy_std, forces=mean_f,
-                stress=None if s is None else s.mean(0), member_forces=f, force_std=force_std, member_stress=s,
+                energy=energy, member_energies=member_e, energy_std=energy_std, forces=drive_f,
+                stress=drive_s, member_forces=f, force_std=force_std, member_stress=s,
             )  # fmt: skip
 
     @staticmethod

@@ -46,9 +46,12 @@ from potforge.model.ensemble import (
     EnergyPrediction,
     ForcePrediction,
     MemberPrediction,
+    check_weights,
     edge_to_atom_forces,
     member_moments,
     species_indices,
+    weighted_members,
+    weighted_sum,
 )
 from potforge.model.neighbors import AtomsBatch, NeighborGraph, build_graph
 
@@ -327,11 +330,13 @@ class HipnnEnsemble(nn.Module):
         member_forces: bool = False,
         stress: bool = False,
         graph: NeighborGraph | None = None,
+        weights: torch.Tensor | None = None,
     ) -> EnergyPrediction:
-        """Energies (always), forces and stress (on request): see
+        """Energies (always), forces and stress (on request), ``weights`` as there: see
         :meth:`potforge.model.ensemble.ANIEnsemble.evaluate`; nothing is attached to autograd."""
         if stress and not (forces or member_forces):
             raise ValueError("stress needs forces=True or member_forces=True")
+        check_weights(weights, self.n_members, batch.n_systems)
         batch = batch.to(self.device, self.dtype)
         graph, keep = self.edges(batch, graph)
         need_grad = forces or member_forces
@@ -340,6 +345,8 @@ class HipnnEnsemble(nn.Module):
                 base = graph.edge_vectors(batch.positions, batch.cells)[keep]
                 member_e = self.member_energies(batch, graph, keep, base)
             energy, var = member_moments(member_e)
+            if weights is not None:
+                energy = weighted_sum(weights, member_e)
             return EnergyPrediction(energy=energy, member_energies=member_e, energy_std=var.sqrt())
         out = self.predict_with_grad(batch, True, stress, create_graph=False, geometry=(graph, keep))
         member_e, f = out[0].detach(), out[1].detach()
@@ -349,17 +356,21 @@ class HipnnEnsemble(nn.Module):
         s = None
         if w is not None:
             s = w / batch.volumes().to(w.dtype)[None, :, None, None]
+        if weights is None:
+            drive_f, var_f = member_moments(f, variance=member_forces)
+            drive_s = None if s is None else s.mean(0)
+        else:
+            energy = weighted_sum(weights, member_e)
+            drive_f, drive_s = weighted_members(weights, f, s, batch.system)
+            var_f = member_moments(f)[1] if member_forces else None
         if not member_forces:
-            mean_f = member_moments(f, variance=False)[0]
             return ForcePrediction(
-                energy=energy, member_energies=member_e, energy_std=energy_std, forces=mean_f,
-                stress=None if s is None else s.mean(0),
-            )  # fmt: skip
-        mean_f, var_f = member_moments(f)
+                energy=energy, member_energies=member_e, energy_std=energy_std, forces=drive_f, stress=drive_s
+            )
         force_std = (var_f[:, 0] + var_f[:, 1] + var_f[:, 2]).sqrt()
         return MemberPrediction(
-            energy=energy, member_energies=member_e, energy_std=energy_std, forces=mean_f,
-            stress=None if s is None else s.mean(0), member_forces=f, force_std=force_std, member_stress=s,
+            energy=energy, member_energies=member_e, energy_std=energy_std, forces=drive_f,
+            stress=drive_s, member_forces=f, force_std=force_std, member_stress=s,
         )  # fmt: skip
 
 

@@ -50,6 +50,8 @@ class Potential(Protocol):
         member_forces: bool = False,
         stress: bool = False,
         graph: NeighborGraph | None = None,
+        weights: torch.Tensor | None = None,
     ) -> EnergyPrediction:
-        """Energies; forces (ForcePrediction); every member's forces (MemberPrediction)."""
+        """Energies; forces (ForcePrediction); every member's forces (MemberPrediction).
+        ``weights`` (M, B): energy, forces and stress of Σ_m w_mb E_mb instead of the mean."""
         ...

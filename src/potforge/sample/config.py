@@ -115,6 +115,20 @@ class UncertaintyConfig(BaseModel):
         return self.model_copy(update=update)
 
 
+class QuenchConfig(BaseModel):
+    """Inherent structures (off by default): a trajectory that ran its whole budget unflagged is
+    minimised under the model — positions and cell, to zero stress (FIRE) — and the ensemble's
+    disagreement is checked at that minimum with the same thresholds; where it exceeds them the
+    minimum is the trajectory's flagged frame. MD frames are all hot (a crystal at 400 K sits some
+    50 meV/atom above its lattice), so without this the 0 K structures that static properties
+    and cold MD visit are extrapolated from thermal ones."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    fmax_eV_per_A: float = Field(0.05, gt=0, description="force (and cell-force) convergence of the minimisation")
+    max_steps: int = Field(200, ge=1, description="FIRE steps at most")
+
+
 class StabilityConfig(BaseModel):
     """A replica is stopped as unstable (its last sane frame recorded) on non-finite numbers,
     two atoms closer than ``min_distance_A``, or a kinetic temperature above
@@ -157,6 +171,7 @@ class SamplerConfig(BaseModel):
     pressure: PressureConfig = Field(default_factory=PressureConfig)
     uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
     stability: StabilityConfig = Field(default_factory=StabilityConfig)
+    quench: QuenchConfig = Field(default_factory=QuenchConfig)
     max_flagged: int = Field(100, ge=1, description="flagged frames per generation, in trajectory-id order")
     max_steps: int | None = Field(None, description="removed: budgets are per trajectory (schedule.t_max_fs)")
     max_walltime_s: float | None = Field(None, gt=0, description="budget: wall time of the sampling stage")
@@ -167,6 +182,15 @@ class SamplerConfig(BaseModel):
         le=1,
         description="share of a generation's trajectories that continue from the previous generation's flagged "
         "frames (in id order) instead of starting from a new random cell",
+    )
+    member_driven_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of trajectories (drawn from each one's seed) that move on the forces of one ensemble "
+        "member, itself drawn at random, instead of the ensemble mean: members disagree most where data is "
+        "missing, so each such trajectory goes where its member alone puts low energy (Thompson sampling of "
+        "the ensemble); the stop rule still uses the whole ensemble's disagreement",
     )
     neighbor_skin_A: float = Field(
         1.0, gt=0, description="neighbour-list skin: lists are reused until atoms move half of it"

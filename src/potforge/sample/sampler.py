@@ -17,6 +17,7 @@ analysis (:mod:`potforge.analysis`): the census shows what the sampler explored.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase import Atoms
 
 from potforge import durable, md
 from potforge.errors import ConfigError, StructureError
@@ -140,6 +142,8 @@ class Sampler:
         if k < len(self.starts):  # continue a trajectory of the previous generation instead
             atoms = self.starts[k].atoms()
         drive = draw_drive(self.config, rng)
+        if self.config.member_driven_fraction > 0 and rng.uniform() < self.config.member_driven_fraction:
+            drive = dataclasses.replace(drive, member=int(rng.integers(self.model.n_members)))
         key = md.stream_key(self.seed, self.generation, k, 1)
         state = md.thermalize(md.from_atoms([atoms], [drive], [key], uids=[k]))
         self.sane[k] = (state.positions.clone(), state.cells[0].clone(), 0.0)
@@ -190,8 +194,11 @@ class Sampler:
         this sampler or, fanned out, by any worker)."""
         return global_cut(self._known(), self.config.max_flagged, self.config.max_trajectories)
 
-    def _finish(self, state: md.MDState, b: int, outcome: str, reason: str, measures: dict) -> None:
-        """Record system ``b`` of ``state`` as ended (its frame stored if it is an event)."""
+    def _finish(
+        self, state: md.MDState, b: int, outcome: str, reason: str, measures: dict, atoms: Atoms | None = None
+    ) -> None:
+        """Record system ``b`` of ``state`` as ended (its frame stored if it is an event: ``atoms``
+        where given, else the system itself)."""
         k = int(state.uids[b])
         t = float(state.time_fs[b])
         n = int(state.counts()[b])
@@ -202,7 +209,7 @@ class Sampler:
                 atoms.set_cell(cell.double().numpy(), scale_atoms=False)
                 atoms.positions = positions.double().numpy()
                 atoms.wrap()
-            else:
+            elif atoms is None:
                 atoms = state.to_atoms(b)
             drive = state.drives[b]
             point = census_of(atoms, t)
@@ -223,6 +230,7 @@ class Sampler:
                 target_pressure_GPa=None if drive.pressure_GPa is None else drive.pressure_GPa(t),
                 census=point,
                 parent=self.parents.get(k),
+                member=drive.member,
             )
             frame.write(self.flagged_dir / f"{self.traj_id(k)}.json")
             self.census.setdefault(k, []).append(point)
@@ -291,9 +299,24 @@ class Sampler:
             sl = state.system_atoms(b)
             self.sane[k] = (state.positions[sl].clone(), state.cells[b].clone(), float(state.time_fs[b]))
             if float(state.time_fs[b]) >= state.drives[b].temperature_K.t_max_fs - 1e-9:
-                self._finish(state, b, "survived", "ran its budget (t_max)", m)
+                if not (cfg.quench.enabled and self._quench(state, b)):
+                    self._finish(state, b, "survived", "ran its budget (t_max)", m)
                 stop.add(b)
         return stop
+
+    def _quench(self, state: md.MDState, b: int) -> bool:
+        """Minimise system ``b`` under the model; True if the ensemble disagrees at the minimum
+        (then recorded as the trajectory's flagged frame, at its last time)."""
+        from potforge.sample.quench import quench
+
+        atoms, m = quench(self.model, state.to_atoms(b), self.config.quench)
+        over = exceeded(m, self.config)
+        if not over:
+            return False
+        if min_distance_A(atoms, self.config.stability.min_distance_A + 0.01) < self.config.stability.min_distance_A:
+            return False  # a collapsed minimum is the model's failure, not a frame worth labelling
+        self._finish(state, b, "flagged", "quenched: " + ", ".join(over), m, atoms=atoms)
+        return True
 
     def _census(self, before: md.MDState, after: md.MDState, stopped: set[int]) -> None:
         every = self.config.census_every_fs
