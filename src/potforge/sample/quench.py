@@ -10,8 +10,6 @@ optimiser is used (not the MD engine) because these are few, small and one at a 
 
 from __future__ import annotations
 
-import math
-
 from ase import Atoms
 
 from potforge.model.interface import Potential
@@ -21,11 +19,12 @@ from potforge.sample.config import QuenchConfig
 def quench(model: Potential, atoms: Atoms, config: QuenchConfig) -> tuple[Atoms, dict[str, float]]:
     """The minimum below ``atoms`` under ``model`` (a copy) and the uncertainty measures there:
     ρ = σ_E/√N (eV/√atom), mean and max per-atom force spread (eV/Å), as the sampler's checks."""
-    import numpy as np
+    import torch
     from ase.filters import UnitCellFilter
     from ase.optimize import FIRE
 
-    from potforge.model.calculator import PotforgeCalculator, predict_frames
+    from potforge.md.forces import Spread
+    from potforge.model.calculator import PotforgeCalculator, atoms_to_batch
 
     work = atoms.copy()
     # the mean's forces alone while descending (a single gradient), every member's at the end
@@ -33,11 +32,6 @@ def quench(model: Potential, atoms: Atoms, config: QuenchConfig) -> tuple[Atoms,
     FIRE(UnitCellFilter(work), logfile=None).run(fmax=config.fmax_eV_per_A, steps=config.max_steps)
     out = Atoms(numbers=work.numbers, positions=work.positions, cell=work.cell, pbc=True)
     out.wrap()
-    pred = predict_frames(model, [out])[0]
-    spread = np.asarray(pred.arrays["force_std"])
-    measures = {
-        "energy_eV_per_sqrt_atom": float(pred.info["energy_std"]) / math.sqrt(len(out)),
-        "force_mean_eV_per_A": float(spread.mean()),
-        "force_max_eV_per_A": float(spread.max()),
-    }
-    return out, measures
+    pred = model.evaluate(atoms_to_batch([out], model), member_forces=True)
+    spread = Spread([0], pred.member_energies, pred.energy_std, pred.force_std, torch.zeros(len(out), dtype=torch.long))
+    return out, {k: float(v[0]) for k, v in spread.measures(torch.tensor([len(out)])).items()}
