@@ -19,8 +19,9 @@ FAULTY = "python:potforge.oracle.fake:FaultyEMT"
 
 def label_cmd(db, counter, engine, n=24):
     # with worker processes a call takes long enough that a fast machine cannot finish the whole
-    # run between two kills (the kills come 9.5-12 s apart, the engine starts in a few seconds)
-    delay_s = 1.0 if engine == "local" else 0.15
+    # run between two kills (the kills come 9.5-12 s apart, the engine starts in a few seconds;
+    # threads: 6 s of calls on 2 workers against kills 1.5-4 s apart)
+    delay_s = 1.0 if engine == "local" else 0.5
     settings = json.dumps({"mode": "ok", "delay_s": delay_s, "counter_file": str(counter)})
     return [
         sys.executable, "-m", "potforge", "label", "--db", str(db), "--oracle", FAULTY,

@@ -117,16 +117,42 @@ class UncertaintyConfig(BaseModel):
 
 class QuenchConfig(BaseModel):
     """Inherent structures (off by default): a trajectory that ran its whole budget unflagged is
-    minimised under the model — positions and cell, to zero stress (FIRE) — and the ensemble's
-    disagreement is checked at that minimum with the same thresholds; where it exceeds them the
-    minimum is the trajectory's flagged frame. MD frames are all hot (a crystal at 400 K sits some
-    50 meV/atom above its lattice), so without this the 0 K structures that static properties
-    and cold MD visit are extrapolated from thermal ones."""
+    minimised under the model (FIRE; positions and cell to zero stress, or positions alone) and
+    the ensemble's disagreement is checked at that minimum (the sampler's thresholds, or
+    ``uncertainty``); where it exceeds them the minimum is the trajectory's flagged frame. MD
+    frames are all hot (a crystal at 400 K sits some 50 meV/atom above its lattice), so without
+    this the 0 K structures that static properties and cold MD visit are extrapolated from
+    thermal ones."""
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = False
     fmax_eV_per_A: float = Field(0.05, gt=0, description="force (and cell-force) convergence of the minimisation")
     max_steps: int = Field(200, ge=1, description="FIRE steps at most")
+    cell: Literal["relaxed", "fixed", "both"] = Field(
+        "relaxed",
+        description="relaxed: positions and cell to zero stress (the model's zero-pressure minimum); fixed: "
+        "positions alone in the trajectory's cell (Stillinger-Weber inherent structures: cold crystals at the "
+        "volumes the trajectories visited, on both sides of the equilibrium volume); both: relaxed for "
+        "even trajectory ids, fixed for odd ones",
+    )
+    on_crystal: bool = Field(
+        False,
+        description="also quench a trajectory at its first census snapshot that is more than 30 % fcc, hcp or "
+        "bcc (any structure it ordered into), so a crystal that a trajectory reaches and later leaves is labelled "
+        "cold; an unsure minimum ends the trajectory as its flagged frame",
+    )
+    uncertainty: UncertaintyConfig | None = Field(
+        None,
+        description="thresholds at the minimum, never calibrated (null: the sampler's, calibrated where "
+        "relative_quantile is set). Calibration lets hot trajectories live long enough to reach crystals; a "
+        "minimum is one check with no trajectory to extend, so the paper's absolute thresholds can judge it",
+    )
+
+    @model_validator(mode="after")
+    def _absolute(self) -> QuenchConfig:
+        if self.uncertainty is not None and self.uncertainty.relative_quantile is not None:
+            raise ValueError("quench.uncertainty is never calibrated: leave out its relative_quantile")
+        return self
 
 
 class StabilityConfig(BaseModel):

@@ -1,6 +1,8 @@
 """Inherent structures of surviving trajectories (``sampler.quench``): the local minimum of the
-model's energy below a trajectory's last frame, found by ASE's FIRE on a unit-cell filter
-(positions and cell, to zero stress), with the ensemble's disagreement there.
+model's energy below a trajectory's last frame, found by ASE's FIRE on positions and cell (to
+zero stress, a unit-cell filter) or on positions alone in the trajectory's cell (the
+Stillinger-Weber inherent structure at the volume it reached), with the ensemble's
+disagreement there.
 
 Why: Langevin MD labels hot frames only. A model can fit thermal crystals to 1 meV/atom and still
 place the perfect lattice 20 meV/atom off, because nothing near 0 K is in its data; the minimum
@@ -16,9 +18,12 @@ from potforge.model.interface import Potential
 from potforge.sample.config import QuenchConfig
 
 
-def quench(model: Potential, atoms: Atoms, config: QuenchConfig) -> tuple[Atoms, dict[str, float]]:
+def quench(
+    model: Potential, atoms: Atoms, config: QuenchConfig, relax_cell: bool | None = None
+) -> tuple[Atoms, dict[str, float]]:
     """The minimum below ``atoms`` under ``model`` (a copy) and the uncertainty measures there:
-    ρ = σ_E/√N (eV/√atom), mean and max per-atom force spread (eV/Å), as the sampler's checks."""
+    ρ = σ_E/√N (eV/√atom), mean and max per-atom force spread (eV/Å), as the sampler's checks.
+    ``relax_cell`` (default: unless ``config.cell`` is ``fixed``) relaxes the cell to zero stress."""
     import torch
     from ase.filters import UnitCellFilter
     from ase.optimize import FIRE
@@ -29,7 +34,10 @@ def quench(model: Potential, atoms: Atoms, config: QuenchConfig) -> tuple[Atoms,
     work = atoms.copy()
     # the mean's forces alone while descending (a single gradient), every member's at the end
     work.calc = PotforgeCalculator(model, dtype=model.dtype, uncertainty=False)  # the model stays as it is
-    FIRE(UnitCellFilter(work), logfile=None).run(fmax=config.fmax_eV_per_A, steps=config.max_steps)
+    if relax_cell is None:
+        relax_cell = config.cell != "fixed"
+    target = UnitCellFilter(work) if relax_cell else work
+    FIRE(target, logfile=None).run(fmax=config.fmax_eV_per_A, steps=config.max_steps)
     out = Atoms(numbers=work.numbers, positions=work.positions, cell=work.cell, pbc=True)
     out.wrap()
     pred = model.evaluate(atoms_to_batch([out], model), member_forces=True)

@@ -32,8 +32,8 @@ from potforge import durable, md
 from potforge.errors import ConfigError, StructureError
 from potforge.md.forces import Forces
 from potforge.model.interface import Potential
-from potforge.records import CensusPoint, FlaggedFrame, SampleSummary, TrajectoryOutcome
-from potforge.sample.config import SamplerConfig
+from potforge.records import CRYSTALLINE_THRESHOLD, CensusPoint, FlaggedFrame, SampleSummary, TrajectoryOutcome
+from potforge.sample.config import SamplerConfig, UncertaintyConfig
 from potforge.sample.fanout import FINISHED, PUBLISH_EVERY_S, Exchange, global_cut
 from potforge.sample.schedule import draw_drive
 from potforge.sample.survival import median_time_to_flag, survival_at
@@ -51,9 +51,8 @@ def census_of(atoms, time_fs: float) -> CensusPoint:
     return CensusPoint(time_fs=time_fs, **structure_fractions(atoms))
 
 
-def exceeded(measures: dict[str, float], config: SamplerConfig) -> list[str]:
+def exceeded(measures: dict[str, float], u: UncertaintyConfig) -> list[str]:
     """Names of the uncertainty measures above their thresholds."""
-    u = config.uncertainty
     limits = {
         "energy_eV_per_sqrt_atom": u.energy_eV_per_sqrt_atom,
         "force_mean_eV_per_A": u.force_mean_eV_per_A,
@@ -257,7 +256,7 @@ class Sampler:
             return
         self.total_steps += new.n_systems
         stop = self._check(new, forces, due)
-        self._census(state, new, stop)
+        stop |= self._census(state, new, stop)
         self.state = new.select([b for b in range(new.n_systems) if b not in stop])
 
     def _check(self, state: md.MDState, forces: Forces, due: list[int]) -> set[int]:
@@ -290,7 +289,7 @@ class Sampler:
                 self._finish(state, b, "unstable", bad, m)
                 stop.add(b)
                 continue
-            over = exceeded(m, cfg)
+            over = exceeded(m, cfg.uncertainty)
             if over:
                 self._finish(state, b, "flagged", ", ".join(over), m)
                 stop.add(b)
@@ -304,27 +303,43 @@ class Sampler:
                 stop.add(b)
         return stop
 
-    def _quench(self, state: md.MDState, b: int) -> bool:
+    def _quench(self, state: md.MDState, b: int, what: str = "quenched") -> bool:
         """Minimise system ``b`` under the model; True if the ensemble disagrees at the minimum
-        (then recorded as the trajectory's flagged frame, at its last time)."""
+        (then recorded as the trajectory's flagged frame, at its current time)."""
         from potforge.sample.quench import quench
 
-        atoms, m = quench(self.model, state.to_atoms(b), self.config.quench)
-        over = exceeded(m, self.config)
+        q = self.config.quench
+        relax_cell = q.cell == "relaxed" or (q.cell == "both" and int(state.uids[b]) % 2 == 0)
+        atoms, m = quench(self.model, state.to_atoms(b), q, relax_cell=relax_cell)
+        over = exceeded(m, q.uncertainty or self.config.uncertainty)
         if not over:
             return False
         if min_distance_A(atoms, self.config.stability.min_distance_A + 0.01) < self.config.stability.min_distance_A:
             return False  # a collapsed minimum is the model's failure, not a frame worth labelling
-        self._finish(state, b, "flagged", "quenched: " + ", ".join(over), m, atoms=atoms)
+        self._finish(state, b, "flagged", f"{what}: " + ", ".join(over), m, atoms=atoms)
         return True
 
-    def _census(self, before: md.MDState, after: md.MDState, stopped: set[int]) -> None:
+    def _census(self, before: md.MDState, after: md.MDState, stopped: set[int]) -> set[int]:
+        """Census snapshots of the running systems whose time crossed a multiple of
+        ``census_every_fs``; with ``quench.on_crystal`` a trajectory's first crystalline snapshot
+        is quenched too. Returns the systems that this flagged."""
         every = self.config.census_every_fs
+        q = self.config.quench
         crossed = torch.floor(after.time_fs / every) > torch.floor(before.time_fs / every)
+        flagged: set[int] = set()
         for b in torch.nonzero(crossed).flatten().tolist():
-            if b not in stopped:
-                k = int(after.uids[b])
-                self.census.setdefault(k, []).append(census_of(after.to_atoms(b), float(after.time_fs[b])))
+            if b in stopped:
+                continue
+            k = int(after.uids[b])
+            history = self.census.setdefault(k, [])
+            point = census_of(after.to_atoms(b), float(after.time_fs[b]))
+            first_crystal = point.crystalline > CRYSTALLINE_THRESHOLD and all(
+                c.crystalline <= CRYSTALLINE_THRESHOLD for c in history
+            )
+            history.append(point)
+            if q.enabled and q.on_crystal and first_crystal and self._quench(after, b, "quenched crystal"):
+                flagged.add(b)
+        return flagged
 
     # --- checkpoints -----------------------------------------------------------------------------
     def save(self) -> None:
