@@ -148,6 +148,10 @@ class QuenchConfig(BaseModel):
         "minimum is one check with no trajectory to extend, so the paper's absolute thresholds can judge it",
     )
 
+    def relaxes_cell(self, traj: int) -> bool:
+        """Whether trajectory ``traj``'s minimum is found with the cell relaxed (``cell``)."""
+        return self.cell == "relaxed" or (self.cell == "both" and traj % 2 == 0)
+
     @model_validator(mode="after")
     def _absolute(self) -> QuenchConfig:
         if self.uncertainty is not None and self.uncertainty.relative_quantile is not None:

@@ -19,11 +19,12 @@ from potforge.sample.config import QuenchConfig
 
 
 def quench(
-    model: Potential, atoms: Atoms, config: QuenchConfig, relax_cell: bool | None = None
+    model: Potential, atoms: Atoms, config: QuenchConfig, relax_cell: bool = True
 ) -> tuple[Atoms, dict[str, float]]:
     """The minimum below ``atoms`` under ``model`` (a copy) and the uncertainty measures there:
     ρ = σ_E/√N (eV/√atom), mean and max per-atom force spread (eV/Å), as the sampler's checks.
-    ``relax_cell`` (default: unless ``config.cell`` is ``fixed``) relaxes the cell to zero stress."""
+    ``relax_cell`` relaxes the cell to zero stress too (the sampler takes it from
+    :meth:`QuenchConfig.relaxes_cell`); otherwise the positions alone move."""
     import torch
     from ase.filters import UnitCellFilter
     from ase.optimize import FIRE
@@ -34,8 +35,6 @@ def quench(
     work = atoms.copy()
     # the mean's forces alone while descending (a single gradient), every member's at the end
     work.calc = PotforgeCalculator(model, dtype=model.dtype, uncertainty=False)  # the model stays as it is
-    if relax_cell is None:
-        relax_cell = config.cell != "fixed"
     target = UnitCellFilter(work) if relax_cell else work
     FIRE(target, logfile=None).run(fmax=config.fmax_eV_per_A, steps=config.max_steps)
     out = Atoms(numbers=work.numbers, positions=work.positions, cell=work.cell, pbc=True)

@@ -309,8 +309,7 @@ class Sampler:
         from potforge.sample.quench import quench
 
         q = self.config.quench
-        relax_cell = q.cell == "relaxed" or (q.cell == "both" and int(state.uids[b]) % 2 == 0)
-        atoms, m = quench(self.model, state.to_atoms(b), q, relax_cell=relax_cell)
+        atoms, m = quench(self.model, state.to_atoms(b), q, relax_cell=q.relaxes_cell(int(state.uids[b])))
         over = exceeded(m, q.uncertainty or self.config.uncertainty)
         if not over:
             return False
